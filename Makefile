@@ -1,0 +1,36 @@
+# make demo: run the whole loop on embedded defaults.  make test: lint, types, layering, tests.
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.synced
+
+.PHONY: demo test lint typecheck bench lock clean
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8)
+	$(UV) sync --frozen --all-extras
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/loopline demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(UV) sync --frozen --all-extras --group bench
+	$(VENV)/bin/python benchmarks/ingest_files.py
+
+lock:
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from loopline.cli.app import main
+
+main()

@@ -1,0 +1,94 @@
+"""Every error loopline raises on purpose, rooted in one class.
+
+The tree::
+
+    LooplineError
+    ├── ConfigError            loopline.yaml or a Python config object is invalid
+    ├── MissingDependencyError an optional extra is not installed
+    ├── StoreError             a metadata / warehouse / lake operation failed
+    └── IngestError            batch ingestion
+        ├── SourceError        a source could not be read (bad file, HTTP failure, SQL error)
+        │   └── TransientSourceError   worth retrying (connection reset, 5xx, 429)
+        ├── ContractError      a contract is malformed (unknown rule, bad expression)
+        ├── FatalRuleError     a `fatal` rule failed: the batch is aborted, nothing written
+        ├── SchemaDriftError   a `freeze` policy met new, missing or retyped columns
+        └── SinkError          a destination could not be written
+
+Errors carry structured fields (``source=``, ``column=``, ``path=`` ...) and a message that
+says what failed, what was received and how to fix it.
+
+>>> try:
+...     raise SourceError("cannot open file", source="orders", hint="check the path")
+... except LooplineError as exc:
+...     print(exc)
+cannot open file [source=orders] (hint: check the path)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LooplineError(Exception):
+    """Root of every loopline error; ``str()`` gives the message, fields and hint."""
+
+    def __init__(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.fields = {k: v for k, v in fields.items() if v is not None}
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.fields:
+            text += " [" + ", ".join(f"{k}={v}" for k, v in self.fields.items()) + "]"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class ConfigError(LooplineError):
+    """Configuration is invalid; ``path`` is the YAML path of the bad field."""
+
+
+class MissingDependencyError(LooplineError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed",
+            hint=f"pip install 'loopline[{extra}]'",
+            package=package,
+        )
+
+
+class StoreError(LooplineError):
+    """A metadata database, warehouse or lake operation failed."""
+
+
+class IngestError(LooplineError):
+    """Base of batch ingestion errors."""
+
+
+class SourceError(IngestError):
+    """A source could not be read."""
+
+
+class TransientSourceError(SourceError):
+    """A source failure that is worth retrying (connection reset, HTTP 429 / 5xx)."""
+
+
+class ContractError(IngestError):
+    """A data contract is malformed."""
+
+
+class FatalRuleError(IngestError):
+    """A rule with severity ``fatal`` failed: the batch is aborted and nothing is written."""
+
+
+class SchemaDriftError(IngestError):
+    """Columns changed against the stored schema and the policy is ``freeze`` with abort."""
+
+
+class SinkError(IngestError):
+    """A destination could not be written."""

@@ -1,0 +1,45 @@
+"""The one small interface every source offers.
+
+A source reads bounded chunks of Arrow data. Each chunk says where it came from
+(``origin``), a deterministic ``position`` (the same input read again gives the same
+position, so batch ids are stable across re-runs) and the source ``state`` to store once the
+chunk is durable (``None``: unchanged). State is a JSON-able dict owned by the source:
+seen files, a cursor's high-water mark, the next page.
+
+>>> import pyarrow as pa
+>>> Chunk(pa.table({"a": [1]}), origin="file:a.csv", position="sha:0", state=None).num_rows
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One bounded piece of a source's data."""
+
+    data: pa.Table
+    origin: str
+    position: str
+    state: dict[str, Any] | None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.data.num_rows)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Reads chunks, resuming from ``state`` (what an earlier run stored, or ``None``)."""
+
+    name: str
+
+    def read(self, state: Mapping[str, Any] | None) -> Iterator[Chunk]:
+        """Yield chunks of at most the configured size; never the whole input at once."""
+        ...
