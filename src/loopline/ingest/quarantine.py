@@ -1,0 +1,76 @@
+"""Quarantine rows and the result every processing stage returns.
+
+A quarantine row says which rule failed, on which column, with which raw value, and keeps
+the whole record as JSON plus the lineage columns, so nothing is dropped silently.
+
+>>> import polars as pl
+>>> df = pl.DataFrame({"amount": ["x"], "_source": ["f"], "_batch_id": ["b"],
+...                    "_ingested_at": [None]})
+>>> to_quarantine(df, rule="type:amount", column="amount", raw=pl.col("amount")).columns
+['_rule', '_column', '_raw_value', '_record', '_source', '_batch_id', '_ingested_at']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from loopline.ingest import lineage
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "_rule": pl.String(),
+    "_column": pl.String(),
+    "_raw_value": pl.String(),
+    "_record": pl.String(),
+    lineage.SOURCE: pl.String(),
+    lineage.BATCH_ID: pl.String(),
+    lineage.INGESTED_AT: pl.Datetime("us", "UTC"),
+}
+
+
+def empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def to_quarantine(
+    failing: pl.DataFrame, *, rule: str, column: str | None, raw: pl.Expr | None
+) -> pl.DataFrame:
+    """Quarantine rows for the ``failing`` rows of one rule (vectorised, no Python loop).
+
+    ``raw`` evaluates to the offending value (cast to string); ``None`` when the rule spans
+    several columns.
+    """
+    payload = [c for c in failing.columns if not lineage.is_lineage(c)]
+    record = (
+        pl.struct(payload).struct.json_encode() if payload else pl.lit("{}", dtype=pl.String)
+    )
+    out = failing.select(
+        pl.lit(rule, dtype=pl.String).alias("_rule"),
+        pl.lit(column, dtype=pl.String).alias("_column"),
+        (raw.cast(pl.String) if raw is not None else pl.lit(None, dtype=pl.String)).alias(
+            "_raw_value"
+        ),
+        record.alias("_record"),
+        *[
+            (pl.col(c) if c in failing.columns else pl.lit(None)).cast(dtype).alias(c)
+            for c, dtype in QUARANTINE_SCHEMA.items()
+            if lineage.is_lineage(c) and c not in ("_rule", "_column", "_raw_value", "_record")
+        ],
+    )
+    return out
+
+
+@dataclass
+class StageResult:
+    """What a stage (cleansing, coercion, rules) hands to the next one.
+
+    ``counts``: rows quarantined per rule / step; ``warnings``: rows flagged by ``warn``
+    rules; ``deduplicated``: rows removed as duplicates.
+    """
+
+    data: pl.DataFrame
+    quarantine: pl.DataFrame = field(default_factory=empty_quarantine)
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    deduplicated: int = 0
