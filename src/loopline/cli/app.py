@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from loopline.cli.console import setup_logging
+from loopline.cli.demo import demo
+from loopline.cli.ingest import ingest
+from loopline.cli.init import init
+from loopline.cli.runs import runs
 
 app = typer.Typer(
     name="loopline",
     help="loopline: the ML loop from raw data to a monitored model.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
     """loopline: the ML loop from raw data to a monitored model."""
+    setup_logging(verbose)
 
 
 @app.command()
@@ -23,6 +35,12 @@ def version() -> None:
     from loopline import __version__
 
     typer.echo(__version__)
+
+
+app.command()(init)
+app.command()(ingest)
+app.command()(runs)
+app.command()(demo)
 
 
 def main() -> None:

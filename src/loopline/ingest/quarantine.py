@@ -13,20 +13,25 @@ the whole record as JSON plus the lineage columns, so nothing is dropped silentl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from loopline.ingest import lineage
+from loopline import lineage
+from loopline.store.destination import QUARANTINE_ARROW_SCHEMA
 
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "_rule": pl.String(),
-    "_column": pl.String(),
-    "_raw_value": pl.String(),
-    "_record": pl.String(),
-    lineage.SOURCE: pl.String(),
-    lineage.BATCH_ID: pl.String(),
-    lineage.INGESTED_AT: pl.Datetime("us", "UTC"),
-}
+if TYPE_CHECKING:
+    from loopline.ingest.schema_drift import SchemaDrift
+
+
+def _polars_schema() -> dict[str, pl.DataType]:
+    frame = pl.from_arrow(QUARANTINE_ARROW_SCHEMA.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return dict(frame.schema)
+
+
+QUARANTINE_SCHEMA = _polars_schema()
+"""The quarantine columns as Polars types; defined once, in the store's destination module."""
 
 
 def empty_quarantine() -> pl.DataFrame:
@@ -42,9 +47,7 @@ def to_quarantine(
     several columns.
     """
     payload = [c for c in failing.columns if not lineage.is_lineage(c)]
-    record = (
-        pl.struct(payload).struct.json_encode() if payload else pl.lit("{}", dtype=pl.String)
-    )
+    record = pl.struct(payload).struct.json_encode() if payload else pl.lit("{}", dtype=pl.String)
     out = failing.select(
         pl.lit(rule, dtype=pl.String).alias("_rule"),
         pl.lit(column, dtype=pl.String).alias("_column"),
@@ -66,7 +69,8 @@ class StageResult:
     """What a stage (cleansing, coercion, rules) hands to the next one.
 
     ``counts``: rows quarantined per rule / step; ``warnings``: rows flagged by ``warn``
-    rules; ``deduplicated``: rows removed as duplicates.
+    rules; ``deduplicated``: rows removed as duplicates; ``drift``: how the batch's columns
+    differ from the stored table (set by contract validation).
     """
 
     data: pl.DataFrame
@@ -74,3 +78,4 @@ class StageResult:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
     deduplicated: int = 0
+    drift: SchemaDrift | None = None

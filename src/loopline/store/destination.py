@@ -13,9 +13,35 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from loopline.lineage import BATCH_ID, INGESTED_AT, SOURCE
+
 WriteMode = Literal["append", "merge", "replace"]
 QUARANTINE_TABLE = "_loopline_quarantine"
 STATE_TABLE = "_loopline_state"
+QUARANTINE_ARROW_SCHEMA = pa.schema(
+    [
+        ("_rule", pa.string()),
+        ("_column", pa.string()),
+        ("_raw_value", pa.string()),
+        ("_record", pa.string()),
+        (SOURCE, pa.string()),
+        (BATCH_ID, pa.string()),
+        (INGESTED_AT, pa.timestamp("us", "UTC")),
+    ]
+)
+"""Columns of a quarantine row: the failed rule, column, raw value, whole record, lineage."""
+
+
+def with_batch_id(data: pa.Table, batch_id: str) -> pa.Table:
+    """``data`` whose ``_batch_id`` column is ``batch_id`` on every row (added if absent).
+
+    Destinations stamp it themselves, which is what makes a re-commit replace its batch.
+    """
+    column = pa.repeat(pa.scalar(batch_id, pa.string()), data.num_rows)
+    index = data.schema.get_field_index(BATCH_ID)
+    if index >= 0:
+        return data.set_column(index, BATCH_ID, column)
+    return data.append_column(BATCH_ID, column)
 
 
 class Destination(Protocol):

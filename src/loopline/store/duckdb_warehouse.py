@@ -1,0 +1,113 @@
+"""The embedded warehouse: one DuckDB file (or ``:memory:``), written from Arrow directly.
+
+Batches are registered as Arrow views and inserted with ``INSERT ... SELECT``, so no row
+passes through Python. Arrow types map to DuckDB's native ones (structs and lists stay
+nested); timestamps are read back in UTC.
+
+A DuckDB file is held by one process at a time: a second process that opens it gets a
+:class:`StoreError` until the first closes it (connections inside one process share it).
+Queries run on one thread by default (``threads=1``), the machine's cores being shared.
+
+>>> wh = DuckDBWarehouse(":memory:")
+>>> wh.commit_batch(table="t", data=pa.table({"id": [1]}), mode="append", key=[],
+...                 quarantine=None, job="j", batch_id="b1", state=None)
+1
+>>> wh.tables()
+['t']
+>>> wh.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from loopline.errors import StoreError
+from loopline.store.warehouse import INCOMING, TYPE_CONFLICT_HINT, SqlWarehouse
+
+_PROBE = "_ll_probe"
+
+
+class DuckDBWarehouse(SqlWarehouse):
+    """Warehouse tables in the DuckDB database at ``path`` (parent folders are created)."""
+
+    _db_errors = (duckdb.Error,)
+
+    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+        memory = str(path) == ":memory:"
+        super().__init__("duckdb:///" + str(path))
+        try:
+            if not memory:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(path))
+            self._con.execute(f"SET threads = {int(threads)}")
+            self._con.execute("SET TimeZone = 'UTC'")
+        except (duckdb.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the DuckDB warehouse: {exc}",
+                url=self.url,
+                hint="a DuckDB file is held by one process at a time: close the other "
+                "loopline process, or check the folder is writable",
+            ) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._con.begin()
+        try:
+            yield
+        except BaseException:
+            self._con.rollback()
+            raise
+        try:
+            self._con.commit()
+        except duckdb.Error:
+            self._rollback_quietly()
+            raise
+
+    def _rollback_quietly(self) -> None:
+        with suppress(duckdb.TransactionException):  # the failed commit may have ended it
+            self._con.rollback()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._con.execute(sql, list(params))
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        relation = self._con.sql(sql, params=list(params) or None)
+        if relation is None:
+            return pa.table({})
+        table: pa.Table = relation.to_arrow_table()
+        return table
+
+    def _sql_types(self, schema: pa.Schema) -> list[str]:
+        if len(schema) == 0:
+            return []
+        self._con.register(_PROBE, schema.empty_table())
+        try:
+            described = self._con.execute(f"DESCRIBE SELECT * FROM {_PROBE}").fetchall()
+        finally:
+            self._con.unregister(_PROBE)
+        return [str(row[1]) for row in described]
+
+    def _load_incoming(self, data: pa.Table) -> None:
+        self._con.register(INCOMING, data)
+
+    def _drop_incoming(self) -> None:
+        self._con.unregister(INCOMING)
+
+    def _hint(self, exc: Exception) -> str:
+        if isinstance(exc, duckdb.ConversionException | duckdb.BinderException):
+            return TYPE_CONFLICT_HINT
+        if isinstance(exc, duckdb.IOException | duckdb.OutOfMemoryException):
+            return "free disk space or memory where the DuckDB file lives, then re-run"
+        if isinstance(exc, duckdb.ConnectionException):
+            return "the warehouse was closed; open it again"
+        return "see the DuckDB message above"
+
+    def close(self) -> None:
+        """Release the file (another process may open it afterwards)."""
+        self._con.close()

@@ -1,0 +1,424 @@
+"""Query-able warehouse tables (DuckDB or PostgreSQL) behind one :class:`Destination`.
+
+:func:`open_warehouse` picks the engine from the URL; :class:`SqlWarehouse` holds the commit
+logic both engines share (create, evolve, delete-then-insert, staging, quarantine, state),
+so an engine module only says how to run SQL and how to load Arrow data.
+
+>>> wh = open_warehouse("duckdb:///:memory:", base_dir=Path("."))
+>>> wh.commit_batch(table="t", data=pa.table({"a": [1, 2]}), mode="append", key=[],
+...                 quarantine=None, job="j", batch_id="b1", state={"offset": 2})
+2
+>>> wh.read_state("j"), wh.query("SELECT max(a) AS m FROM t WHERE a < $1", [5]).to_pylist()
+({'offset': 2}, [{'m': 2}])
+>>> wh.close()
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+import pyarrow as pa
+
+from loopline.errors import SinkError, StoreError
+from loopline.lineage import BATCH_ID
+from loopline.store.destination import (
+    QUARANTINE_ARROW_SCHEMA,
+    QUARANTINE_TABLE,
+    STATE_TABLE,
+    Destination,
+    WriteMode,
+    with_batch_id,
+)
+
+INCOMING = "_ll_incoming"
+TYPE_CONFLICT_HINT = (
+    "a column of the batch has a type the stored column cannot take; cast it in the "
+    "contract, or rename the column so it becomes a new one"
+)
+
+
+class Warehouse(Destination, Protocol):
+    """A destination whose tables can also be queried (reports, tests)."""
+
+    url: str
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Run ``sql`` (placeholders ``$1``, ``$2`` ... on both engines) and return its rows."""
+        ...
+
+    def tables(self) -> list[str]:
+        """Names of the tables in the current schema, sorted."""
+        ...
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL: double quotes, embedded quotes doubled.
+
+    >>> quote_ident('my "odd" table')
+    '"my ""odd"" table"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_table_name(table: str) -> str:
+    """Return ``table`` if it can name a table, else raise :class:`StoreError`.
+
+    >>> check_table_name("orders")
+    'orders'
+    """
+    if not table or "\x00" in table:
+        raise StoreError(
+            "invalid table name",
+            table=repr(table),
+            hint="a table name must be non-empty and contain no NUL character",
+        )
+    return table
+
+
+def staging_name(table: str) -> str:
+    """The table a ``replace`` run writes into before :meth:`finish_replace` swaps it in."""
+    return f"_stage_{table}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced, safe for messages and logs.
+
+    >>> redact_url("postgresql://bob:s3cret@db:5432/x")
+    'postgresql://bob:***@db:5432/x'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_warehouse(url: str, *, base_dir: Path) -> SqlWarehouse:
+    """Open the warehouse at ``url``: ``duckdb:///PATH`` (relative to ``base_dir``),
+    ``duckdb:///:memory:`` or ``postgresql://...`` (also ``postgresql+psycopg://``).
+    """
+    if url.startswith("duckdb:///"):
+        from loopline.store.duckdb_warehouse import DuckDBWarehouse
+
+        target = url.removeprefix("duckdb:///")
+        if not target:
+            raise StoreError(
+                "duckdb URL names no file",
+                url=url,
+                hint="use duckdb:///path/to/file.duckdb or duckdb:///:memory:",
+            )
+        return DuckDBWarehouse(target if target == ":memory:" else base_dir / target)
+    if url.split("://", 1)[0] in ("postgresql", "postgresql+psycopg", "postgres"):
+        from loopline.store.postgres_warehouse import PostgresWarehouse
+
+        return PostgresWarehouse(url)
+    raise StoreError(
+        "unsupported warehouse URL",
+        url=redact_url(url),
+        hint="use duckdb:///path/to/file.duckdb, duckdb:///:memory: or postgresql://user@host/db",
+    )
+
+
+@dataclass(frozen=True)
+class _HeldReplace:
+    """What a ``replace`` run has staged: the state to commit at :meth:`finish_replace`."""
+
+    state: str | None
+    batch_id: str | None
+
+
+def _last_per_key(data: pa.Table, key: Sequence[str], table: str) -> pa.Table:
+    """Keep the last row of each key (a merge batch may update a key twice)."""
+    missing = [k for k in key if k not in data.column_names]
+    if not key or missing:
+        raise SinkError(
+            "merge needs key columns present in the batch",
+            table=table,
+            key=list(key),
+            missing=missing or None,
+            hint="set 'key' to columns the batch has",
+        )
+    keys = pl.DataFrame(data.select(list(key)))
+    rows = keys.with_row_index("__row").group_by(list(key)).agg(pl.col("__row").max())["__row"]
+    if len(rows) == data.num_rows:
+        return data
+    return data.take(rows.sort().to_arrow())
+
+
+class SqlWarehouse(ABC):
+    """Shared commit logic; subclasses run SQL with ``$n`` placeholders and load Arrow data.
+
+    Each :meth:`commit_batch` is one transaction; ``replace`` runs are staged per instance,
+    so a new instance (after a crash) starts its staging afresh.
+    """
+
+    url: str
+    _db_errors: tuple[type[Exception], ...] = ()
+    _state_type = "VARCHAR"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._staged: dict[str, _HeldReplace] = {}
+
+    # -- engine hooks ---------------------------------------------------------------------
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[None]:
+        """Everything inside commits together or not at all."""
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    @abstractmethod
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table: ...
+
+    @abstractmethod
+    def _sql_types(self, schema: pa.Schema) -> list[str]:
+        """The engine's column type for each field of ``schema``."""
+
+    @abstractmethod
+    def _load_incoming(self, data: pa.Table) -> None:
+        """Make ``data`` readable as relation :data:`INCOMING` in the open transaction."""
+
+    @abstractmethod
+    def _drop_incoming(self) -> None: ...
+
+    @abstractmethod
+    def _hint(self, exc: Exception) -> str: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _check_name(self, table: str) -> None:
+        check_table_name(table)
+
+    def _created(self, table: str, mode: WriteMode, key: Sequence[str]) -> None:  # noqa: B027
+        """Called after ``table`` is created (engines may index the merge key)."""
+
+    # -- reading -----------------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Run ``sql`` (placeholders ``$1``, ``$2`` ...) and return its rows as Arrow."""
+        try:
+            return self._fetch(sql, params or ())
+        except self._db_errors as exc:
+            raise StoreError(
+                f"query failed: {_first_line(exc)}", url=self.url, hint=self._hint(exc)
+            ) from exc
+
+    def tables(self) -> list[str]:
+        """Names of the tables in the current schema, sorted."""
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_catalog = current_database() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"
+        )
+        return [str(name) for name in rows.column(0).to_pylist()]
+
+    def _columns(self, table: str) -> list[str] | None:
+        rows = self._fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_catalog = current_database() AND table_name = $1 "
+            "ORDER BY ordinal_position",
+            [table],
+        )
+        names = [str(name) for name in rows.column(0).to_pylist()]
+        return names or None
+
+    def table_schema(self, table: str) -> pa.Schema | None:
+        self._check_name(table)
+        try:
+            if self._columns(table) is None:
+                return None
+        except self._db_errors as exc:
+            raise StoreError(
+                f"cannot read the schema: {_first_line(exc)}",
+                table=table,
+                url=self.url,
+                hint=self._hint(exc),
+            ) from exc
+        return self.query(f"SELECT * FROM {quote_ident(table)} WHERE 1 = 0").schema
+
+    def read_table(self, table: str) -> pa.Table:
+        self._check_name(table)
+        return self.query(f"SELECT * FROM {quote_ident(table)}")
+
+    def read_state(self, job: str) -> dict[str, Any] | None:
+        try:
+            if self._columns(STATE_TABLE) is None:
+                return None
+        except self._db_errors as exc:
+            raise StoreError(
+                f"cannot read state: {_first_line(exc)}", url=self.url, hint=self._hint(exc)
+            ) from exc
+        rows = self.query(
+            f"SELECT CAST(state AS VARCHAR) AS state FROM {quote_ident(STATE_TABLE)} "
+            "WHERE job = $1",
+            [job],
+        )
+        if rows.num_rows == 0:
+            return None
+        value: dict[str, Any] = json.loads(rows.column(0)[0].as_py())
+        return value
+
+    # -- writing -----------------------------------------------------------------------------
+    def commit_batch(
+        self,
+        *,
+        table: str,
+        data: pa.Table,
+        mode: WriteMode,
+        key: Sequence[str],
+        quarantine: pa.Table | None,
+        job: str,
+        batch_id: str,
+        state: dict[str, Any] | None,
+    ) -> int:
+        """Write one batch, its quarantine rows and its state in one transaction."""
+        self._check_name(table)
+        if mode not in ("append", "merge", "replace"):
+            raise SinkError(
+                f"unknown write mode {mode!r}", table=table, hint="use append, merge or replace"
+            )
+        target = staging_name(table) if mode == "replace" else table
+        self._check_name(target)
+        data = with_batch_id(data, batch_id)
+        if mode == "merge":
+            data = _last_per_key(data, key, table)
+        rejected = None if quarantine is None else with_batch_id(quarantine, batch_id)
+        state_text = _state_json(state, job)
+        fresh_stage = mode == "replace" and table not in self._staged
+        try:
+            with self._transaction():
+                if fresh_stage:  # leftovers of a crashed run must not leak into this one
+                    self._execute(f"DROP TABLE IF EXISTS {quote_ident(target)}")
+                self._write(target, data, mode, key, batch_id)
+                self._write_quarantine(rejected, batch_id)
+                if state_text is not None and mode != "replace":
+                    self._upsert_state(job, state_text, batch_id)
+        except self._db_errors as exc:
+            raise self._sink_error(exc, table, "write a batch to") from exc
+        if mode == "replace":
+            held = self._staged.get(table)
+            if state_text is None and held is not None:
+                state_text, batch_id = held.state, held.batch_id or batch_id
+            self._staged[table] = _HeldReplace(state_text, batch_id)
+        return int(data.num_rows)
+
+    def finish_replace(self, *, table: str, job: str) -> None:
+        """Swap the staged table in and commit the held state; with nothing staged by this
+        instance the run wrote no rows, so the target is emptied (its columns kept)."""
+        self._check_name(table)
+        held = self._staged.get(table)
+        target, stage = quote_ident(table), quote_ident(staging_name(table))
+        try:
+            with self._transaction():
+                if held is not None:
+                    self._execute(f"DROP TABLE IF EXISTS {target}")
+                    self._execute(f"ALTER TABLE {stage} RENAME TO {target}")
+                elif self._columns(table) is not None:
+                    self._execute(f"DELETE FROM {target}")
+                if held is not None and held.state is not None:
+                    self._upsert_state(job, held.state, held.batch_id or "")
+        except self._db_errors as exc:
+            raise self._sink_error(exc, table, "swap in the staged") from exc
+        self._staged.pop(table, None)
+
+    def _write(
+        self,
+        target: str,
+        data: pa.Table,
+        mode: WriteMode,
+        key: Sequence[str],
+        batch_id: str,
+        template: pa.Schema | None = None,
+    ) -> None:
+        existing = self._columns(target)
+        if existing is None:
+            fields = list(template or [])
+            fields += [f for f in data.schema if f.name not in {t.name for t in fields}]
+            self._create(target, pa.schema(fields))
+            self._created(target, mode, key)
+        else:
+            new = [f for f in data.schema if f.name not in existing]
+            for field, sql_type in zip(new, self._sql_types(pa.schema(new)), strict=True):
+                self._execute(
+                    f"ALTER TABLE {quote_ident(target)} ADD COLUMN {quote_ident(field.name)} "
+                    f"{sql_type}"
+                )
+        q_target = quote_ident(target)
+        columns = ", ".join(quote_ident(c) for c in data.column_names)
+        # On failure the transaction's rollback discards the incoming relation too; dropping
+        # it in a `finally` would fail in the aborted transaction and hide the real error.
+        self._load_incoming(data)
+        if mode == "merge":  # SQL equality: a NULL key never matches (contracts forbid them)
+            match = " AND ".join(f"{q_target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
+            self._execute(f"DELETE FROM {q_target} USING {INCOMING} AS s WHERE {match}")
+        else:  # append / replace: a re-committed batch replaces its earlier rows
+            self._execute(f"DELETE FROM {q_target} WHERE {quote_ident(BATCH_ID)} = $1", [batch_id])
+        self._execute(f"INSERT INTO {q_target} ({columns}) SELECT {columns} FROM {INCOMING}")
+        self._drop_incoming()
+
+    def _create(self, table: str, schema: pa.Schema) -> None:
+        columns = ", ".join(
+            f"{quote_ident(f.name)} {t}"
+            for f, t in zip(schema, self._sql_types(schema), strict=True)
+        )
+        self._execute(f"CREATE TABLE {quote_ident(table)} ({columns})")
+
+    def _write_quarantine(self, rows: pa.Table | None, batch_id: str) -> None:
+        if rows is not None:
+            self._write(QUARANTINE_TABLE, rows, "append", (), batch_id, QUARANTINE_ARROW_SCHEMA)
+        elif self._columns(QUARANTINE_TABLE) is not None:
+            self._execute(
+                f"DELETE FROM {quote_ident(QUARANTINE_TABLE)} WHERE {quote_ident(BATCH_ID)} = $1",
+                [batch_id],
+            )
+
+    def _upsert_state(self, job: str, state: str, batch_id: str) -> None:
+        table = quote_ident(STATE_TABLE)
+        self._execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (job VARCHAR PRIMARY KEY, "
+            f"state {self._state_type}, batch_id VARCHAR, updated_at TIMESTAMP WITH TIME ZONE)"
+        )
+        self._execute(
+            f"INSERT INTO {table} (job, state, batch_id, updated_at) "
+            f"VALUES ($1, CAST($2 AS {self._state_type}), $3, $4) ON CONFLICT (job) DO UPDATE "
+            "SET state = excluded.state, batch_id = excluded.batch_id, "
+            "updated_at = excluded.updated_at",
+            [job, state, batch_id, datetime.now(UTC)],
+        )
+
+    def _sink_error(self, exc: Exception, table: str, action: str) -> SinkError:
+        return SinkError(
+            f"cannot {action} table {table!r}: {_first_line(exc)}",
+            table=table,
+            url=self.url,
+            hint=self._hint(exc),
+        )
+
+
+def _state_json(state: dict[str, Any] | None, job: str) -> str | None:
+    if state is None:
+        return None
+    try:
+        return json.dumps(state, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise SinkError(
+            "the source state is not JSON-serialisable",
+            job=job,
+            hint="state may hold only str, int, float, bool, None, lists and dicts",
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

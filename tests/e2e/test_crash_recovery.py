@@ -1,0 +1,113 @@
+"""kill -9 the ingest process mid-run, re-run: exact rows, no duplicates, state right."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from loopline.config import config_from_dict
+from loopline.ingest.pipeline import IngestPipeline
+from loopline.store.warehouse import open_warehouse
+
+FILES, ROWS = 24, 5_000
+RUNNER = """
+import sys
+from pathlib import Path
+from loopline.config import config_from_dict
+from loopline.ingest.pipeline import IngestPipeline
+import yaml
+cfg = config_from_dict(yaml.safe_load(Path(sys.argv[1]).read_text()), project_dir=Path(sys.argv[2]))
+IngestPipeline(cfg, "events").run()
+"""
+
+
+def write_project(tmp_path: Path, warehouse_url: str) -> dict[str, object]:
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in range(FILES):
+        lines = [f"{f * ROWS + i},{i % 7},v{i}" for i in range(ROWS)]
+        (data / f"part-{f:03d}.csv").write_text("id,k,v\n" + "\n".join(lines) + "\n")
+    config = {
+        "stores": {"warehouse_url": warehouse_url},
+        "ingest": {
+            "events": {
+                "source": {"type": "file", "path": "data/*.csv", "batch_size": 500},
+                "contract": {"columns": {"id": "int64", "k": {"type": "int64", "max": 5}}},
+                "destination": {"table": "events"},
+            }
+        },
+    }
+    import yaml
+
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def started(metadata_db: Path) -> bool:
+    if not metadata_db.exists():
+        return False
+    engine = sa.create_engine(f"sqlite:///{metadata_db}")
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT count(*) FROM ingest_runs")).scalar())
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def kill_mid_run(tmp_path: Path, delay: float) -> None:
+    log = tmp_path / "runner.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, str(tmp_path / "job.yaml"), str(tmp_path)],
+            stderr=stderr,
+        )
+        deadline = time.monotonic() + 60
+        while not started(tmp_path / ".loopline" / "metadata.db"):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.services)]
+)
+def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        "duckdb:///.loopline/warehouse.duckdb"
+        if backend == "duckdb"
+        else request.getfixturevalue("postgres_url")
+    )
+    config = write_project(tmp_path, url)
+    for delay in (0.8, 0.4):
+        kill_mid_run(tmp_path, delay)
+    cfg = config_from_dict(config, project_dir=tmp_path, env={})
+    run = IngestPipeline(cfg, "events").run()
+    assert run.status == "succeeded"
+    assert run.rows_read < FILES * ROWS, "the killed runs committed nothing"
+    wh = open_warehouse(url, base_dir=tmp_path)
+    try:
+        ids = wh.read_table("events").column("id").to_pylist()
+        expected = [i for i in range(FILES * ROWS) if i % ROWS % 7 <= 5]
+        assert len(ids) == len(set(ids)) == len(expected)
+        assert sorted(ids) == expected
+        quarantined = wh.read_table("_loopline_quarantine").column("_record").to_pylist()
+        assert len(quarantined) == FILES * ROWS - len(expected)
+        state = wh.read_state("events")
+        assert state is not None
+        assert len(state["files"]) == FILES
+    finally:
+        wh.close()

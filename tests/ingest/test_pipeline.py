@@ -1,0 +1,180 @@
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loopline.config import LooplineConfig, config_from_dict
+from loopline.config.contracts import RangeRule
+from loopline.errors import FatalRuleError
+from loopline.ingest.ledger import RunLedger
+from loopline.ingest.pipeline import IngestPipeline
+from loopline.store.destination import QUARANTINE_TABLE
+from loopline.store.metadata import MetadataStore
+from loopline.store.warehouse import open_warehouse
+
+CSV = """id,email,amount,plan
+1,a@x.io,10.5,basic
+2,bad-email,N/A,pro
+3,c@x.io,??,basic
+4,d@x.io,-3,gold
+5,e@x.io,7,pro
+5,e@x.io,7,pro
+"""
+
+
+def project(tmp_path: Path, **job_overrides: Any) -> LooplineConfig:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "a.csv").write_text(CSV)
+    job: dict[str, Any] = {
+        "source": "files",
+        "contract": "c",
+        "cleanse": [{"step": "dedupe"}],
+        "destination": {"table": "customers"},
+    }
+    job.update(job_overrides)
+    return config_from_dict(
+        {
+            "sources": {"files": {"type": "file", "path": "data/*.csv"}},
+            "contracts": {
+                "c": {
+                    "columns": {
+                        "id": {"type": "int64", "nullable": False},
+                        "email": {"type": "string", "regex": "^[^@]+@[^@]+$"},
+                        "amount": {"type": "float64", "min": 0},
+                        "plan": {"type": "string", "allowed": ["basic", "pro"]},
+                    }
+                }
+            },
+            "ingest": {"customers": job},
+        },
+        project_dir=tmp_path,
+        env={},
+    )
+
+
+def table(cfg: LooplineConfig, name: str) -> list[dict[str, Any]]:
+    wh = open_warehouse(cfg.stores.warehouse_url, base_dir=cfg.project_dir)
+    try:
+        return wh.read_table(name).to_pylist()  # type: ignore[no-any-return]
+    finally:
+        wh.close()
+
+
+def test_valid_rows_land_and_bad_rows_are_quarantined_by_rule(tmp_path: Path) -> None:
+    cfg = project(tmp_path)
+    run = IngestPipeline(cfg, "customers").run()
+    assert run.status == "succeeded"
+    assert (run.rows_read, run.rows_deduplicated) == (6, 1)
+    rows = table(cfg, "customers")
+    assert sorted(r["id"] for r in rows) == [1, 5]
+    assert all(r["_batch_id"] and r["_source"].endswith("a.csv") for r in rows)
+    assert run.rule_failures == {
+        "regex:email": 1,
+        "type:amount": 1,
+        "range:amount": 1,
+        "allowed:plan": 1,
+    }
+    quarantined = table(cfg, QUARANTINE_TABLE)
+    assert {(q["_rule"], q["_raw_value"]) for q in quarantined} >= {
+        ("type:amount", "??"),
+        ("regex:email", "bad-email"),
+    }
+    # 'N/A' is a null token, so row 2 fails only its e-mail; row 4 fails two rules: it has
+    # two quarantine entries but counts once, so read = written + quarantined + deduplicated.
+    assert run.rows_written == 2
+    assert len(quarantined) == 4
+    assert run.rows_quarantined == 3
+
+
+def test_rerun_skips_ingested_files_and_changes_nothing(tmp_path: Path) -> None:
+    cfg = project(tmp_path)
+    IngestPipeline(cfg, "customers").run()
+    again = IngestPipeline(cfg, "customers").run()
+    assert again.rows_read == 0
+    assert len(table(cfg, "customers")) == 2
+    store = MetadataStore(cfg.stores.metadata_url, base_dir=tmp_path)
+    runs = RunLedger(store).list(job="customers")
+    store.close()
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    assert runs[0].state_after == runs[1].state_after
+
+
+def test_merge_mode_upserts_by_key(tmp_path: Path) -> None:
+    cfg = project(tmp_path, destination={"table": "customers", "mode": "merge", "key": ["id"]})
+    IngestPipeline(cfg, "customers").run()
+    (tmp_path / "data" / "b.csv").write_text(
+        "id,email,amount,plan\n1,new@x.io,99,pro\n9,z@x.io,1,basic\n"
+    )
+    IngestPipeline(cfg, "customers").run()
+    rows = {r["id"]: r for r in table(cfg, "customers")}
+    assert sorted(rows) == [1, 5, 9]
+    assert rows[1]["email"] == "new@x.io"
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_fatal_rule_fails_the_run_writes_nothing_and_alerts(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook
+    cfg = project(tmp_path)
+    cfg.alerts.webhook_url = url
+    cfg.contracts["c"].rules.append(RangeRule(check="range", column="id", max=3, severity="fatal"))
+    with pytest.raises(FatalRuleError):
+        IngestPipeline(cfg, "customers").run()
+    wh = open_warehouse(cfg.stores.warehouse_url, base_dir=tmp_path)
+    assert wh.table_schema("customers") is None
+    assert wh.read_state("customers") is None
+    wh.close()
+    store = MetadataStore(cfg.stores.metadata_url, base_dir=tmp_path)
+    (run,) = RunLedger(store).list()
+    store.close()
+    assert run.status == "failed"
+    assert "range:id" in (run.error or "")
+    assert len(received) == 1
+    assert "customers" in received[0]["text"]
+
+
+def test_without_contract_types_are_inferred_and_unparseable_values_quarantined(
+    tmp_path: Path,
+) -> None:
+    rows = "\n".join(f"{i},{i * 1.5}" for i in range(100))
+    (tmp_path / "n.csv").write_text(f"n,x\n{rows}\n100,oops\n")
+    cfg = config_from_dict(
+        {
+            "ingest": {
+                "n": {
+                    "source": {"type": "file", "path": "n.csv"},
+                    "destination": {"table": "n"},
+                }
+            }
+        },
+        project_dir=tmp_path,
+        env={},
+    )
+    run = IngestPipeline(cfg, "n").run()
+    assert run.rows_written == 100
+    assert run.rule_failures == {"type:x": 1}
+    assert isinstance(table(cfg, "n")[0]["x"], float)
