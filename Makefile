@@ -8,7 +8,7 @@ STAMP := $(VENV)/.synced
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(UV) || ($(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8)
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --compile-bytecode
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,7 +26,7 @@ test: lint typecheck
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)
-	$(UV) sync --frozen --all-extras --group bench
+	$(UV) sync --frozen --all-extras --group bench --compile-bytecode
 	$(VENV)/bin/python benchmarks/ingest_files.py
 
 lock:

@@ -466,3 +466,13 @@ def test_large_batch_with_ten_rules_is_checked_in_one_vectorised_pass() -> None:
     assert result.warnings == {}
     kept = (i % 4 != 3) & (i % 3 != 2) & ((i % 1001 < 999) | (i % 4 == 1))
     assert result.data["id"].equals(i.filter(kept))
+
+
+def test_datetimes_in_mixed_iso_variants_all_parse_without_quarantine() -> None:
+    engine = ContractEngine(ContractConfig.model_validate({"columns": {"ts": "datetime"}}))
+    values = ["2024-01-02T03:04:05"] * 50 + ["2024-01-02 03:04:05", "2024-01-02T03:04:05Z"]
+    values += ["2024-01-02T05:04:05+02:00", "not a time"]
+    result = engine.coerce(pl.DataFrame({"ts": values}))
+    assert result.counts == {"type:ts": 1}
+    assert result.data.height == len(values) - 1
+    assert result.data["ts"].n_unique() == 1  # every variant is the same instant in UTC

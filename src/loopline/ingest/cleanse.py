@@ -389,7 +389,8 @@ def _dedupe(result: StageResult, step: DedupeStep, where: str) -> None:
     df = result.data
     if step.key is None:
         subset = _payload(df)
-        deduped = df.unique(subset=subset, keep="first", maintain_order=True) if subset else df
+        # Exact and ~2x cheaper than DataFrame.unique(maintain_order=True).
+        deduped = df.filter(pl.struct(subset).is_first_distinct()) if subset else df
     else:
         _require(df, [*step.key, *([step.keep_latest_by] if step.keep_latest_by else [])], where)
         row = f"{_TMP}row"

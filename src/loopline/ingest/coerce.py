@@ -27,6 +27,8 @@ from __future__ import annotations
 from typing import get_args
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from loopline.config.contracts import ColumnType
 
@@ -152,6 +154,66 @@ def _parse(text: pl.Expr, target: pl.DataType, fmt: str | None) -> pl.Expr:
             return parsed.dt.replace_time_zone(None)
         return parsed.dt.convert_time_zone(target.time_zone)
     return text.cast(target, strict=False)
+
+
+_FAST_FORMATS = tuple(
+    f.replace("T", sep) + zone
+    # Fraction-less first: '%.f' parses them too but ~4x slower, and ties go to the first.
+    for f in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+    for sep in ("T", " ")
+    for zone in ("", "%z", "Z")
+)
+
+
+def iso_datetimes(values: pl.Series, target: pl.Datetime) -> pl.Series | None:
+    """``values`` parsed by Arrow's strict ISO 8601 parser, or ``None`` if any value fails.
+
+    The fast path for clean timestamp columns (~10x cheaper than strptime): naive values are
+    taken as UTC, values with an offset are converted to UTC; a column mixing both, or
+    holding a value that does not parse, returns ``None`` and takes the slow path.
+
+    >>> iso_datetimes(pl.Series(["2024-01-02 03:04:05", None]), pl.Datetime("us", "UTC"))[0]
+    datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
+    """
+    arrow = values.to_arrow()
+    for arrow_type in (pa.timestamp("us"), pa.timestamp("us", "UTC")):
+        try:
+            parsed = pl.Series(values.name, pc.cast(arrow, arrow_type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if arrow_type.tz is None:
+            parsed = parsed.dt.replace_time_zone("UTC")
+        parsed = parsed.dt.cast_time_unit(target.time_unit)
+        if target.time_zone is None:
+            return parsed.dt.replace_time_zone(None)
+        return parsed.dt.convert_time_zone(target.time_zone)
+    return None
+
+
+def detect_datetime_format(values: pl.Series, *, sample: int = 1_000) -> str | None:
+    """The one ISO 8601 format that parses a sample of ``values`` best, or ``None``.
+
+    Parsing a column with one known format is ~20x cheaper than trying every ISO variant on
+    every value; values the detected format misses get the full treatment (see
+    :meth:`~loopline.ingest.contract.ContractEngine.coerce`).
+
+    >>> detect_datetime_format(pl.Series(["2024-01-02T03:04:05Z", "2024-01-03T00:00:00Z"]))
+    '%Y-%m-%dT%H:%M:%SZ'
+    """
+    head = values.drop_nulls().head(sample).str.strip_chars()
+    if head.is_empty():
+        return None
+    frame = head.to_frame("v")
+    shares = frame.select(
+        pl.col("v")
+        .str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
+        .is_not_null()
+        .mean()
+        .alias(str(i))
+        for i, f in enumerate(_FAST_FORMATS)
+    ).row(0)
+    best = max(range(len(_FAST_FORMATS)), key=lambda i: shares[i] or 0.0)
+    return _FAST_FORMATS[best] if (shares[best] or 0.0) >= 0.5 else None
 
 
 def infer_type(values: pl.Series) -> ColumnType:

@@ -42,6 +42,7 @@ import pyarrow as pa
 from loopline import lineage
 from loopline.config.contracts import (
     AllowedRule,
+    ColumnSpec,
     ContractConfig,
     ExpressionRule,
     FreshnessRule,
@@ -54,7 +55,14 @@ from loopline.config.contracts import (
     UniqueRule,
 )
 from loopline.errors import ContractError, FatalRuleError, SchemaDriftError
-from loopline.ingest.coerce import column_type, conversion_failed, convert, infer_type
+from loopline.ingest.coerce import (
+    column_type,
+    conversion_failed,
+    convert,
+    detect_datetime_format,
+    infer_type,
+    iso_datetimes,
+)
 from loopline.ingest.coerce import polars_dtype as _dtype
 from loopline.ingest.quarantine import StageResult, empty_quarantine, to_quarantine
 from loopline.ingest.schema_drift import SchemaDrift, detect_drift, polars_schema
@@ -125,19 +133,31 @@ class ContractEngine:
         """
         specs = {c: s for c, s in self._contract.columns.items() if not lineage.is_lineage(c)}
         absent = [c for c in specs if c not in df.columns]
+        df = self._fast_datetimes(df, specs)
         casts = {
             c: (df.schema[c], _dtype(s.type), s.format)
             for c, s in specs.items()
             if c in df.columns and df.schema[c] != _dtype(s.type)
         }
+        detected = {
+            c: fmt
+            for c, (src, dst, given) in casts.items()
+            if given is None
+            and src == pl.String()
+            and isinstance(dst, pl.Datetime)
+            and (fmt := detect_datetime_format(df[c])) is not None
+        }
         tmp = {c: f"__coerced_{i}" for i, c in enumerate(casts)}
         work = df.with_columns(
-            convert(pl.col(c), src, dst, fmt).alias(tmp[c]) for c, (src, dst, fmt) in casts.items()
+            convert(pl.col(c), src, dst, detected.get(c, fmt)).alias(tmp[c])
+            for c, (src, dst, fmt) in casts.items()
         )
         failed = work.select(
             conversion_failed(pl.col(c), pl.col(tmp[c]), src, dst).alias(c)
             for c, (src, dst, _) in casts.items()
         )
+        if detected:
+            work, failed = self._retry_any_iso(df, work, failed, casts, tmp, list(detected))
         parts: list[pl.DataFrame] = []
         counts: dict[str, int] = {}
         for c in absent:
@@ -161,6 +181,42 @@ class ContractEngine:
         )
         data = data.with_columns(pl.lit(None, dtype=_dtype(specs[c].type)).alias(c) for c in absent)
         return StageResult(data=data, quarantine=_concat(parts), counts=counts)
+
+    @staticmethod
+    def _fast_datetimes(df: pl.DataFrame, specs: dict[str, ColumnSpec]) -> pl.DataFrame:
+        """Clean ISO timestamp text columns parsed in one strict Arrow pass (no failures)."""
+        parsed = []
+        for c, spec in specs.items():
+            target = _dtype(spec.type)
+            if (
+                spec.format is None
+                and isinstance(target, pl.Datetime)
+                and df.schema.get(c) == pl.String()
+                and (series := iso_datetimes(df[c], target)) is not None
+            ):
+                parsed.append(series)
+        return df.with_columns(parsed) if parsed else df
+
+    @staticmethod
+    def _retry_any_iso(
+        df: pl.DataFrame,
+        work: pl.DataFrame,
+        failed: pl.DataFrame,
+        casts: dict[str, tuple[pl.DataType, pl.DataType, str | None]],
+        tmp: dict[str, str],
+        columns: list[str],
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Re-parse the values a detected datetime format missed with every ISO variant."""
+        for c in columns:
+            rows = failed[c].arg_true()
+            if rows.len() == 0:
+                continue
+            src, dst, _ = casts[c]
+            again = df[c].gather(rows).to_frame().select(convert(pl.col(c), src, dst, None))
+            parsed = work[tmp[c]].scatter(rows, again.to_series())
+            work = work.with_columns(parsed)
+            failed = failed.with_columns((df[c].is_not_null() & parsed.is_null()).alias(c))
+        return work, failed
 
     def validate(self, df: pl.DataFrame, stored: pa.Schema | None) -> StageResult:
         """Apply the schema drift policy against ``stored``, then every rule.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pyarrow as pa
 
 from loopline import lineage
 from loopline.store.destination import QUARANTINE_ARROW_SCHEMA
@@ -24,13 +25,10 @@ if TYPE_CHECKING:
     from loopline.ingest.schema_drift import SchemaDrift
 
 
-def _polars_schema() -> dict[str, pl.DataType]:
-    frame = pl.from_arrow(QUARANTINE_ARROW_SCHEMA.empty_table())
-    assert isinstance(frame, pl.DataFrame)
-    return dict(frame.schema)
-
-
-QUARANTINE_SCHEMA = _polars_schema()
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    f.name: pl.Datetime(f.type.unit, f.type.tz) if pa.types.is_timestamp(f.type) else pl.String()
+    for f in QUARANTINE_ARROW_SCHEMA
+}
 """The quarantine columns as Polars types; defined once, in the store's destination module."""
 
 
