@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from loopline.config import config_from_dict
+from loopline.ingest.ledger import RunLedger
 from loopline.ingest.pipeline import IngestPipeline
+from loopline.store.metadata import MetadataStore
 from loopline.store.warehouse import open_warehouse
 
 FILES, ROWS = 24, 5_000
@@ -48,20 +50,21 @@ def write_project(tmp_path: Path, warehouse_url: str) -> dict[str, object]:
     return config
 
 
-def started(metadata_db: Path) -> bool:
+def runs_started(metadata_db: Path) -> int:
     if not metadata_db.exists():
-        return False
+        return 0
     engine = sa.create_engine(f"sqlite:///{metadata_db}")
     try:
         with engine.connect() as conn:
-            return bool(conn.execute(sa.text("SELECT count(*) FROM ingest_runs")).scalar())
+            return int(conn.execute(sa.text("SELECT count(*) FROM ingest_runs")).scalar() or 0)
     except sa.exc.OperationalError:
-        return False
+        return 0
     finally:
         engine.dispose()
 
 
 def kill_mid_run(tmp_path: Path, delay: float) -> None:
+    before = runs_started(tmp_path / ".loopline" / "metadata.db")
     log = tmp_path / "runner.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
@@ -69,7 +72,7 @@ def kill_mid_run(tmp_path: Path, delay: float) -> None:
             stderr=stderr,
         )
         deadline = time.monotonic() + 60
-        while not started(tmp_path / ".loopline" / "metadata.db"):
+        while runs_started(tmp_path / ".loopline" / "metadata.db") == before:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -111,3 +114,9 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(
         assert len(state["files"]) == FILES
     finally:
         wh.close()
+    store = MetadataStore(cfg.stores.metadata_url, base_dir=tmp_path)
+    statuses = [(r.status, r.error or "") for r in RunLedger(store).list(job="events")]
+    store.close()
+    assert statuses[0] == ("succeeded", "")
+    assert [s for s, _ in statuses[1:]] == ["failed", "failed"]
+    assert all(e.startswith("interrupted") for _, e in statuses[1:])

@@ -123,3 +123,17 @@ def test_run_ids_sort_by_time_and_are_unique() -> None:
     same = {new_run_id(t) for _ in range(100)}
     assert len(same) == 100
     assert all(i < later for i in same)
+
+
+def test_a_new_run_closes_the_jobs_interrupted_runs_as_failed(ledger: RunLedger) -> None:
+    killed = start(ledger)
+    other_job = start(ledger, job="payments")
+    resumed = start(ledger)
+    closed = ledger.get(killed.run_id)
+    assert closed is not None
+    assert closed.status == "failed"
+    assert "interrupted" in (closed.error or "")
+    assert resumed.run_id in (closed.error or "")
+    still = ledger.get(other_job.run_id)
+    assert still is not None
+    assert still.status == "running"

@@ -159,6 +159,18 @@ def test_replace_swaps_at_finish_and_holds_state_until_then(lake: ParquetLake) -
     assert not (Path(lake.root) / STAGING_DIR / "orders").exists()
 
 
+def test_replace_after_a_crashed_replace_does_not_swap_in_its_stale_batches(
+    tmp_path: Path,
+) -> None:
+    crashed = ParquetLake("lake", base_dir=tmp_path)
+    commit(crashed, pa.table({"id": [1]}), batch_id="old")
+    commit(crashed, pa.table({"id": [99]}), batch_id="stale", mode="replace")
+    rerun = ParquetLake("lake", base_dir=tmp_path)  # the process died before finish_replace
+    commit(rerun, pa.table({"id": [10]}), batch_id="fresh", mode="replace")
+    rerun.finish_replace(table="orders", job="job1")
+    assert [r["id"] for r in rows(rerun)] == [10]
+
+
 def test_replace_with_no_batches_empties_the_table(lake: ParquetLake) -> None:
     commit(lake, pa.table({"id": [1, 2]}), batch_id="old")
     lake.finish_replace(table="orders", job="job1")

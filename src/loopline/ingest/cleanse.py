@@ -44,20 +44,9 @@ from loopline.config.cleanse import (
 )
 from loopline.errors import ContractError
 from loopline.ingest import units
+from loopline.ingest.coerce import DTYPES, conversion_failed, convert
 from loopline.ingest.quarantine import StageResult, to_quarantine
 
-CAST_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "int64": pl.Int64(),
-    "int32": pl.Int32(),
-    "float64": pl.Float64(),
-    "float32": pl.Float32(),
-    "bool": pl.Boolean(),
-    "date": pl.Date(),
-    "datetime": pl.Datetime("us"),
-}
-TRUE_TOKENS = ("true", "t", "yes", "y", "1")
-FALSE_TOKENS = ("false", "f", "no", "n", "0")
 _TMP = "__cleanse_"  # prefix of scratch columns; internal ('_'), dropped before returning
 
 
@@ -95,12 +84,12 @@ def validate_steps(steps: Sequence[CleanseStepSpec]) -> None:
                     targets[target] = source
             case CastStep():
                 for column, type_name in step.columns.items():
-                    if type_name not in CAST_TYPES:
+                    if type_name not in DTYPES:
                         raise ContractError(
                             f"{where} casts {column!r} to unknown type {type_name!r}",
                             step=where,
                             column=column,
-                            hint=f"use one of {', '.join(CAST_TYPES)}",
+                            hint=f"use one of {', '.join(DTYPES)}",
                         )
             case DeriveStep():
                 _derive_expr(where, step)
@@ -161,7 +150,7 @@ def _apply_step(result: StageResult, step: CleanseStepSpec, where: str) -> None:
             cols = _string_columns(df, step.columns, where)
             tokens = pl.Series(step.tokens, dtype=pl.String)
             result.data = df.with_columns(
-                pl.when(pl.col(c).str.strip_chars().is_in(tokens))
+                pl.when(pl.col(c).str.strip_chars().is_in(tokens.implode()))
                 .then(None)
                 .otherwise(pl.col(c))
                 .alias(c)
@@ -342,31 +331,14 @@ def _split(
     return marked.filter(~pl.any_horizontal(flags)).drop(flags)
 
 
-def _cast_expr(column: str, source: pl.DataType, type_name: str) -> pl.Expr:
-    target, col = CAST_TYPES[type_name], pl.col(column)
-    if source == pl.String and type_name != "string":
-        col = col.str.strip_chars()
-        if type_name == "bool":
-            mapping = dict.fromkeys(TRUE_TOKENS, True) | dict.fromkeys(FALSE_TOKENS, False)
-            return col.str.to_lowercase().replace_strict(mapping, default=None, return_dtype=target)
-        if type_name == "date":
-            return col.str.to_date(strict=False)
-        if type_name == "datetime":
-            return col.str.to_datetime(strict=False, time_unit="us")
-    if source.is_float() and target.is_integer():  # 1.5 -> int64 is a failure, not a truncation
-        return pl.when(col == col.floor()).then(col.cast(target, strict=False))
-    if isinstance(source, pl.Datetime) and type_name == "datetime":
-        target = pl.Datetime("us", source.time_zone)
-    return col.cast(target, strict=False)
-
-
 def _cast(result: StageResult, step: CastStep, where: str) -> None:
     df = result.data
     _require(df, list(step.columns), where)
     scratch = {c: f"{_TMP}cast_{i}" for i, c in enumerate(step.columns)}
     try:
         marked = df.with_columns(
-            _cast_expr(c, df.schema[c], t).alias(scratch[c]) for c, t in step.columns.items()
+            convert(pl.col(c), df.schema[c], DTYPES[t]).alias(scratch[c])  # type: ignore[index]
+            for c, t in step.columns.items()
         )
     except pl.exceptions.InvalidOperationError as exc:
         raise ContractError(
@@ -376,8 +348,12 @@ def _cast(result: StageResult, step: CastStep, where: str) -> None:
             hint="cast through 'string', or fix the contract type",
         ) from exc
     checks = [
-        _Check(f"cast:{c}", c, pl.col(c).is_not_null() & pl.col(s).is_null())
-        for c, s in scratch.items()
+        _Check(
+            f"cast:{c}",
+            c,
+            conversion_failed(pl.col(c), pl.col(s), df.schema[c], DTYPES[t]),  # type: ignore[index]
+        )
+        for (c, s), t in zip(scratch.items(), step.columns.values(), strict=True)
     ]
     kept = _split(result, marked, df.columns, checks)
     result.data = kept.with_columns(pl.col(s).alias(c) for c, s in scratch.items()).drop(

@@ -78,7 +78,12 @@ class RunLedger:
     def start(
         self, *, job: str, source: str, destination: str, state_before: dict[str, Any] | None
     ) -> RunRecord:
-        """Record a new ``running`` run and return it."""
+        """Record a new ``running`` run and return it.
+
+        Runs of the same job still marked ``running`` were cut off (``kill -9``, a lost
+        machine) — one job runs one at a time, its destination holds a single writer — so
+        they are closed as ``failed`` with an "interrupted" error.
+        """
         now = datetime.now(UTC)
         run = RunRecord(
             run_id=new_run_id(now),
@@ -89,6 +94,16 @@ class RunLedger:
             state_before=state_before,
         )
         with self._connect("start run") as conn:
+            conn.execute(
+                ingest_runs.update()
+                .where(ingest_runs.c.job == job, ingest_runs.c.status == "running")
+                .values(
+                    status="failed",
+                    ended_at=now,
+                    error="interrupted: the process ended before the run finished; "
+                    f"run {run.run_id} resumed from the last committed batch",
+                )
+            )
             conn.execute(ingest_runs.insert().values(**_row(run)))
         return run
 

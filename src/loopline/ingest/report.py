@@ -14,11 +14,13 @@ from typing import Any
 
 import jinja2
 import polars as pl
+import pyarrow as pa
 
 from loopline import lineage
 from loopline.config import LooplineConfig
 from loopline.errors import LooplineError
 from loopline.ingest.ledger import RunRecord
+from loopline.store.destination import QUARANTINE_TABLE
 from loopline.store.factory import open_destination
 
 PROFILE_ROWS = 100_000
@@ -40,14 +42,16 @@ def _bars(labels: list[str], values: list[int], width: int = 220) -> str:
         return ""
     top = max(values) or 1
     row = 14
-    parts = [f'<svg width="{width + 130}" height="{row * len(values)}" role="img">']
-    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+    shown = [label if len(label) <= 28 else label[:27] + "…" for label in labels]
+    left = 12 + 6 * max(len(label) for label in shown)  # ~6 px per 10 px glyph
+    parts = [f'<svg width="{left + width + 60}" height="{row * len(values)}" role="img">']
+    for i, (label, value) in enumerate(zip(shown, values, strict=True)):
         w = max(1, round(width * value / top))
         y = i * row
         parts.append(
-            f'<text x="0" y="{y + 11}" font-size="10">{html.escape(label[:18])}</text>'
-            f'<rect x="110" y="{y + 2}" width="{w}" height="{row - 4}" fill="#4c78a8"/>'
-            f'<text x="{114 + w}" y="{y + 11}" font-size="10">{value:,}</text>'
+            f'<text x="0" y="{y + 11}" font-size="10">{html.escape(label)}</text>'
+            f'<rect x="{left}" y="{y + 2}" width="{w}" height="{row - 4}" fill="#4c78a8"/>'
+            f'<text x="{left + w + 4}" y="{y + 11}" font-size="10">{value:,}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -89,8 +93,11 @@ def profile(df: pl.DataFrame) -> list[ColumnProfile]:
             }
             prof.chart = _histogram(s)
         elif s.dtype in (pl.String, pl.Boolean, pl.Categorical):
-            top = s.drop_nulls().cast(pl.String).value_counts(sort=True).head(8)
-            prof.chart = _bars(top[name].to_list(), top["count"].to_list())
+            if prof.distinct > max(20, s.len() // 2):
+                prof.stats = {"note": "mostly unique values"}
+            else:
+                top = s.drop_nulls().cast(pl.String).value_counts(sort=True).head(8)
+                prof.chart = _bars(top[name].to_list(), top["count"].to_list())
         elif s.dtype.is_temporal():
             prof.stats = {"min": str(s.min()), "max": str(s.max())}
         out.append(prof)
@@ -119,6 +126,11 @@ th{background:#f4f4f4}.ok{color:#2a7}.bad{color:#c33}h2{margin-top:2em;border-bo
 <table><tr><th>rule</th><th>rows</th><th>action</th></tr>{% for r in j.rules %}
 <tr><td>{{ r[0] }}</td><td>{{ "{:,}".format(r[1]) }}</td><td>{{ r[2] }}</td></tr>{% endfor %}
 </table>{% endif %}
+{% if j.samples %}<h3>quarantined rows (a few per rule)</h3>
+<table><tr><th>rule</th><th>column</th><th>raw value</th><th>record</th></tr>
+{% for r in j.samples %}<tr><td>{{ r[0] }}</td><td>{{ r[1] or "" }}</td>
+<td><code>{{ r[2] if r[2] is not none else "null" }}</code></td>
+<td><code>{{ r[3][:160] }}</code></td></tr>{% endfor %}</table>{% endif %}
 {% if j.profiles %}<h3>columns ({{ "{:,}".format(j.table_rows) }} rows stored)</h3>
 <table><tr><th>column</th><th>type</th><th>null %</th><th>distinct</th><th>stats</th>
 <th>distribution</th></tr>{% for p in j.profiles %}<tr><td>{{ p.name }}</td><td>{{ p.dtype }}</td>
@@ -130,11 +142,34 @@ th{background:#f4f4f4}.ok{color:#2a7}.bad{color:#c33}h2{margin-top:2em;border-bo
 )
 
 
+def quarantine_samples(quarantine: pa.Table, run: RunRecord, per_rule: int = 3) -> list[Any]:
+    """A few quarantined rows per rule of ``run`` (its rules, ingested while it ran)."""
+    df = pl.from_arrow(quarantine)
+    assert isinstance(df, pl.DataFrame)
+    ended = run.ended_at or datetime.now(UTC)
+    picked = (
+        df.filter(
+            pl.col("_rule").is_in(list(run.rule_failures))
+            & pl.col(lineage.INGESTED_AT).is_between(run.started_at, ended)
+        )
+        .group_by("_rule", maintain_order=True)
+        .head(per_rule)
+        .sort("_rule")
+    )
+    return picked.select("_rule", "_column", "_raw_value", "_record").rows()
+
+
 def write_ingest_report(config: LooplineConfig, runs: list[RunRecord], path: Path) -> Path:
     """Write the report for ``runs`` to ``path`` (folders created); returns the path."""
     jobs: list[dict[str, Any]] = []
     for run in runs:
-        entry: dict[str, Any] = {"run": run, "profiles": [], "table_rows": 0, "note": ""}
+        entry: dict[str, Any] = {
+            "run": run,
+            "profiles": [],
+            "samples": [],
+            "table_rows": 0,
+            "note": "",
+        }
         rules = [(k, v, "quarantined") for k, v in sorted(run.rule_failures.items())]
         rules += [(k, v, "warned") for k, v in sorted(run.warnings.items())]
         entry["rules"] = rules
@@ -145,6 +180,10 @@ def write_ingest_report(config: LooplineConfig, runs: list[RunRecord], path: Pat
                 dest = open_destination(config.stores, job.destination, base_dir=config.project_dir)
                 try:
                     df = pl.from_arrow(dest.read_table(job.destination.table))
+                    if run.rule_failures:
+                        entry["samples"] = quarantine_samples(
+                            dest.read_table(QUARANTINE_TABLE), run
+                        )
                 finally:
                     dest.close()
                 assert isinstance(df, pl.DataFrame)

@@ -72,6 +72,7 @@ class ParquetLake:
         self.partition_by = list(partition_by)
         self.storage_options = dict(storage_options) if storage_options else None
         self._tables: dict[str, DeltaTable] = {}
+        self._staging: set[str] = set()  # tables this instance has begun to stage
 
     # -- Destination -------------------------------------------------------------------
 
@@ -124,6 +125,10 @@ class ParquetLake:
         if mode == "replace":
             # The state is held in the staging commit until finish_replace swaps it in.
             with _store_errors("stage", table):
+                if table not in self._staging:  # a crashed run's batches must not leak in
+                    self._tables.pop(self._staging_uri(table), None)
+                    self._remove_staging(table)
+                    self._staging.add(table)
                 self._replace_batch(
                     self._staging_uri(table), data, batch_id, metadata=_state_metadata(job, state)
                 )
@@ -164,6 +169,7 @@ class ParquetLake:
                 self._save_state(job, table, target.version(), held)
             self._tables.pop(staging_uri, None)
             self._remove_staging(table)
+            self._staging.discard(table)
 
     def read_table(self, table: str) -> pa.Table:
         """The whole table; a :class:`StoreError` when it does not exist."""
