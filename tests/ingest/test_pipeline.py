@@ -178,3 +178,40 @@ def test_without_contract_types_are_inferred_and_unparseable_values_quarantined(
     assert run.rows_written == 100
     assert run.rule_failures == {"type:x": 1}
     assert isinstance(table(cfg, "n")[0]["x"], float)
+
+
+def test_malformed_csv_lines_are_quarantined_and_the_rest_written(tmp_path: Path) -> None:
+    lines = [f"{i},name {i}" for i in range(1, 49)]
+    lines.insert(10, "bad,row,with,too,many")  # line 12 of the file (after the header)
+    lines.insert(30, "short")  # line 32
+    (tmp_path / "p.csv").write_text("id,name\n" + "\n".join(lines) + "\n")
+    cfg = config_from_dict(
+        {
+            "ingest": {
+                "p": {
+                    "source": {"type": "file", "path": "p.csv", "batch_size": 20},
+                    "destination": {"table": "p"},
+                }
+            }
+        },
+        project_dir=tmp_path,
+        env={},
+    )
+    run = IngestPipeline(cfg, "p").run()
+    assert run.status == "succeeded"
+    assert (run.rows_read, run.rows_written, run.rows_quarantined) == (50, 48, 2)
+    assert run.rule_failures == {"parse:csv": 2}
+    rows = table(cfg, "p")
+    assert sorted(r["id"] for r in rows) == list(range(1, 49))
+    quarantined = sorted(table(cfg, QUARANTINE_TABLE), key=lambda q: q["_raw_value"])
+    assert [(q["_rule"], q["_column"], q["_raw_value"]) for q in quarantined] == [
+        ("parse:csv", None, "bad,row,with,too,many"),
+        ("parse:csv", None, "short"),
+    ]
+    assert [json.loads(q["_record"]) for q in quarantined] == [
+        {"line": 12, "reason": "expected 2 fields, got 5"},
+        {"line": 32, "reason": "expected 2 fields, got 1"},
+    ]
+    assert all(q["_source"] == "file:p.csv" and q["_batch_id"] for q in quarantined)
+    assert all(q["_ingested_at"] is not None for q in quarantined)
+    assert {q["_batch_id"] for q in quarantined} <= {r["_batch_id"] for r in rows}

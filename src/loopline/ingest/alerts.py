@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
-
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +19,8 @@ def send_alert(webhook_url: str | None, *, title: str, details: dict[str, Any]) 
     log.error("%s: %s", title, details)
     if not webhook_url:
         return False
+    import httpx  # only when there is a webhook: keeps every ingest process start lean
+
     lines = "\n".join(f"• {k}: {v}" for k, v in details.items())
     body = {"text": f"*{title}*\n{lines}", "loopline": details}
     try:

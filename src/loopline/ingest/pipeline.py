@@ -30,7 +30,7 @@ from loopline.ingest.alerts import send_alert
 from loopline.ingest.cleanse import apply_steps, default_string_steps
 from loopline.ingest.contract import ContractEngine
 from loopline.ingest.ledger import RunLedger, RunRecord
-from loopline.ingest.quarantine import StageResult
+from loopline.ingest.quarantine import StageResult, parse_rule, rejects_to_quarantine
 from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.factory import open_source
 from loopline.store.destination import Destination
@@ -151,9 +151,10 @@ class IngestPipeline:
                 state=chunk.state,
             )
             committed += 1
-            run.rows_read += chunk.num_rows
+            read = chunk.num_rows + chunk.num_rejects  # rows the source could not parse count
+            run.rows_read += read
             # Rows, not quarantine entries: a row failing two rules has two entries.
-            run.rows_quarantined += chunk.num_rows - result.data.height - result.deduplicated
+            run.rows_quarantined += read - result.data.height - result.deduplicated
             run.rows_deduplicated += result.deduplicated
             failures.update(result.counts)
             warnings.update(result.warnings)
@@ -162,23 +163,29 @@ class IngestPipeline:
                 run.state_after = chunk.state
             run.schema_hash = schema_hash(data.schema)
             if self.on_chunk is not None:
-                self.on_chunk(chunk.num_rows)
+                self.on_chunk(read)
         # Nothing new read (e.g. every file already ingested): keep the table as it is.
         if dest.mode == "replace" and committed:
             destination.finish_replace(table=dest.table, job=self.job_name)
 
     def _process(self, chunk: Chunk, stored: pa.Schema | None) -> StageResult:
         now = datetime.now(UTC)
+        batch_id = lineage.batch_id(self.job_name, chunk.position)
         df = pl.from_arrow(chunk.data)
         assert isinstance(df, pl.DataFrame)
         df = df.with_columns(
             pl.lit(chunk.origin, dtype=pl.String).alias(lineage.SOURCE),
-            pl.lit(lineage.batch_id(self.job_name, chunk.position), dtype=pl.String).alias(
-                lineage.BATCH_ID
-            ),
+            pl.lit(batch_id, dtype=pl.String).alias(lineage.BATCH_ID),
             pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(lineage.INGESTED_AT),
         )
-        stages = [apply_steps(df, self._string_steps, phase="string")]
+        stages: list[StageResult] = []
+        if chunk.num_rejects and chunk.rejects is not None:
+            parsed = rejects_to_quarantine(
+                chunk.rejects, source=chunk.origin, batch_id=batch_id, ingested_at=now
+            )
+            counts = {parse_rule(chunk.rejects): parsed.height}
+            stages.append(StageResult(data=df, quarantine=parsed, counts=counts))
+        stages.append(apply_steps(df, self._string_steps, phase="string"))
         if self._engine is None:
             self._engine = ContractEngine.inferred(stages[-1].data, stored)
         stages.append(self._engine.coerce(stages[-1].data))

@@ -13,12 +13,14 @@ the whole record as JSON plus the lineage columns, so nothing is dropped silentl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
 from loopline import lineage
+from loopline.ingest.sources.base import FORMAT_KEY
 from loopline.store.destination import QUARANTINE_ARROW_SCHEMA
 
 if TYPE_CHECKING:
@@ -60,6 +62,48 @@ def to_quarantine(
         ],
     )
     return out
+
+
+def parse_rule(rejects: pa.Table) -> str:
+    """The rule rows a source could not parse are quarantined under: ``parse:<format>``.
+
+    >>> from loopline.ingest.sources.base import REJECTS_SCHEMA
+    >>> parse_rule(REJECTS_SCHEMA.with_metadata({"format": "csv"}).empty_table())
+    'parse:csv'
+    """
+    fmt = (rejects.schema.metadata or {}).get(FORMAT_KEY, b"source").decode()
+    return f"parse:{fmt}"
+
+
+def rejects_to_quarantine(
+    rejects: pa.Table, *, source: str, batch_id: str, ingested_at: datetime
+) -> pl.DataFrame:
+    """Quarantine rows for a chunk's rejects (vectorised): raw text, ``{"line", "reason"}``.
+
+    >>> from datetime import UTC
+    >>> from loopline.ingest.sources.rejects import RejectLog
+    >>> log = RejectLog("csv")
+    >>> log.add(7, "1,2,3", "expected 2 fields, got 3")
+    >>> q = rejects_to_quarantine(log.take(), source="file:a.csv", batch_id="b",
+    ...                           ingested_at=datetime.now(UTC))
+    >>> q.select("_rule", "_raw_value", "_record").row(0)
+    ('parse:csv', '1,2,3', '{"line":7,"reason":"expected 2 fields, got 3"}')
+    """
+    frame = pl.from_arrow(rejects.select(["line", "raw", "reason"]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(
+        pl.lit(parse_rule(rejects), dtype=pl.String).alias("_rule"),
+        pl.lit(None, dtype=pl.String).alias("_column"),
+        pl.col("raw").cast(pl.String).alias("_raw_value"),
+        pl.struct(pl.col("line").cast(pl.Int64), pl.col("reason").cast(pl.String))
+        .struct.json_encode()
+        .alias("_record"),
+        pl.lit(source, dtype=pl.String).alias(lineage.SOURCE),
+        pl.lit(batch_id, dtype=pl.String).alias(lineage.BATCH_ID),
+        pl.lit(ingested_at, dtype=QUARANTINE_SCHEMA[lineage.INGESTED_AT]).alias(
+            lineage.INGESTED_AT
+        ),
+    )
 
 
 @dataclass

@@ -9,8 +9,11 @@ import pyarrow as pa
 import pytest
 
 from loopline.config.sources import CsvOptions, FileSourceConfig
+from loopline.errors import SourceError
 from loopline.ingest.sources import FileSource
+from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.csv import detect_dialect, detect_encoding, read_csv
+from loopline.ingest.sources.rejects import RejectLog
 
 
 def read_file(path: Path, **options: Any) -> list[dict[str, Any]]:
@@ -120,3 +123,101 @@ def test_header_only_file_gives_columns_and_no_rows() -> None:
 @pytest.mark.parametrize("data", [b"\n\nid,name\n1,ann\n", b"\r\n\r\nid,name\r\n1,ann\r\n"])
 def test_blank_lines_before_the_header_are_skipped(data: bytes) -> None:
     assert read_bytes(data).to_pylist() == [{"id": "1", "name": "ann"}]
+
+
+def test_latin1_western_names_are_not_read_as_central_european() -> None:
+    text = "name;city\n" + "".join(
+        f"{n};{c}\n"
+        for n, c in [("Hélène", "Zürich"), ("Øster", "Århus"), ("Björn", "Málaga")] * 40
+    )
+    assert detect_encoding(text.encode("latin-1"), complete=True) == "cp1252"
+
+
+def read_chunks(path: Path, **options: Any) -> list[Chunk]:
+    spec = FileSourceConfig.model_validate({"type": "file", "path": path.name, **options})
+    return list(FileSource("csv", spec, base_dir=path.parent).read(None))
+
+
+def rejects_of(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    return [row for c in chunks if c.rejects is not None for row in c.rejects.to_pylist()]
+
+
+def test_rows_with_wrong_field_counts_are_rejected_at_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "dirty.csv"
+    path.write_bytes(
+        b"id,name\n1,ann\n2,bob,extra\n"  # line 3: one field too many
+        b'3,"two\nlines"\n4\n'  # lines 4-5: one quoted value; line 6: one field short
+        b"5,eve\n"
+    )
+    chunks = read_chunks(path)
+    assert [r["id"] for c in chunks for r in c.data.to_pylist()] == ["1", "3", "5"]
+    assert rejects_of(chunks) == [
+        {"line": 3, "raw": "2,bob,extra", "reason": "expected 2 fields, got 3"},
+        {"line": 6, "raw": "4", "reason": "expected 2 fields, got 1"},
+    ]
+    assert chunks[0].rejects is not None
+    assert chunks[0].rejects.schema.metadata == {b"format": b"csv"}
+
+
+def test_each_reject_travels_on_exactly_one_chunk(tmp_path: Path) -> None:
+    lines = [f"{i},n{i}" if i % 17 else f"{i},n{i},x" for i in range(1, 101)]
+    path = tmp_path / "many.csv"
+    path.write_text("id,name\n" + "\n".join(lines) + "\n")
+    chunks = read_chunks(path, batch_size=10)
+    assert sum(c.num_rows for c in chunks) == 95
+    assert [r["line"] for r in rejects_of(chunks)] == [18, 35, 52, 69, 86]
+    assert [r["raw"] for r in rejects_of(chunks)] == [f"{i},n{i},x" for i in range(17, 86, 17)]
+
+
+def test_file_of_only_bad_rows_gives_an_empty_chunk_carrying_them(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("id,name,amount\n1,ann\n2,bob,3,4\n")
+    (chunk,) = read_chunks(path)
+    assert (chunk.num_rows, chunk.data.column_names) == (0, ["id", "name", "amount"])
+    assert chunk.state is not None
+    assert rejects_of([chunk]) == [
+        {"line": 2, "raw": "1,ann", "reason": "expected 3 fields, got 2"},
+        {"line": 3, "raw": "2,bob,3,4", "reason": "expected 3 fields, got 4"},
+    ]
+
+
+def test_mostly_malformed_file_raises_asking_for_the_delimiter(tmp_path: Path) -> None:
+    # Semicolons with decimal commas, read with a forced ',' delimiter: rows split at the
+    # decimal comma, so nearly every row has the wrong number of fields.
+    rows = "".join(f"{i};item {i};{i},5\n" for i in range(100))
+    path = tmp_path / "euro.csv"
+    path.write_text("id,name,price\n" + rows)
+    with pytest.raises(SourceError, match="100 of the first 100 rows") as info:
+        read_chunks(path, csv={"delimiter": ","})
+    assert info.value.hint is not None
+    assert "csv.delimiter" in info.value.hint
+    assert info.value.fields["path"] == str(path)
+
+
+def test_raw_text_of_a_reject_is_cut_to_ten_thousand_characters(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("id,text\n1,ok\n2,x,x" + "y" * 20_000 + "\n")
+    (reject,) = rejects_of(read_chunks(path))
+    assert len(reject["raw"]) == 10_000
+    assert reject["raw"].startswith("2,x,xyyy")
+
+
+def test_rejects_are_not_repeated_when_a_huge_row_makes_the_file_read_again() -> None:
+    big = b"x" * (3 << 20)  # bigger than the first block: pyarrow reads again
+    data = b'id,v\n1,a,b\n2,ok\n3,"' + big + b'"\n4,c,d\n5,ok\n'
+    log = RejectLog("csv")
+    table = pa.Table.from_batches(
+        list(read_csv(lambda: pa.BufferReader(data), CsvOptions(), path="m.csv", rejects=log))
+    )
+    assert table.column("id").to_pylist() == ["2", "3", "5"]
+    rejects = log.take()
+    assert rejects is not None
+    assert rejects.select(["line", "raw"]).to_pylist() == [
+        {"line": 2, "raw": "1,a,b"},
+        {"line": 5, "raw": "4,c,d"},
+    ]
+
+
+def test_without_a_reject_log_a_malformed_row_is_an_error() -> None:
+    with pytest.raises(pa.ArrowInvalid, match="Expected 2 columns, got 3"):
+        read_bytes(b"a,b\n1,2\n3,4,5\n")

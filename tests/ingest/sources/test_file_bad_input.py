@@ -1,4 +1,5 @@
-"""Bad input corpus: each case is read correctly or raises a SourceError naming the file."""
+"""Bad input corpus: each case is read correctly, rejects its bad rows, or raises a
+SourceError naming the file."""
 
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ def parquet_bytes() -> bytes:
 
 BROKEN: dict[str, tuple[str, bytes, dict[str, Any]]] = {
     "csv_unterminated_quote": ("cut.csv", b'id,text\n1,ok\n2,"never closed, at EOF\n', {}),
-    "csv_ragged_row": ("ragged.csv", b"a,b\n1,2\n3,4,5\n", {}),
+    "csv_mostly_ragged": ("ragged.csv", b"a,b\n" + b"1,2,3\n" * 30 + b"4,5\n", {}),
     "truncated_gzip": ("cut.csv.gz", gzip.compress(CSV_ROWS)[:-40], {}),
     "truncated_zstd": ("cut.csv.zst", zstandard.ZstdCompressor().compress(CSV_ROWS)[:-40], {}),
     "truncated_json_array": ("cut.json", b'[{"a": 1}, {"a": 2}, {"a":', {}),
-    "truncated_ndjson": ("cut.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": ', {}),
+    "truncated_ndjson_first_line": ("cut.jsonl", b'{"a": ', {}),
     "truncated_xml": ("cut.xml", b"<r><x><v>1</v></x><x><v>2", {"xml": {"record_path": "r/x"}}),
     "truncated_parquet": ("cut.parquet", parquet_bytes()[:-100], {}),
     "garbage_csv": ("noise.csv", garbage(), {}),
@@ -73,6 +74,34 @@ def test_broken_file_raises_source_error_naming_it(tmp_path: Path, case: str) ->
     path.write_bytes(data)
     error = source_error(path, **options)
     assert error.__cause__ is None or not isinstance(error.__cause__, LooplineError)
+
+
+def rejects_of(chunks: list[Chunk]) -> list[tuple[int, str]]:
+    return [
+        (r["line"], r["raw"])
+        for c in chunks
+        if c.rejects is not None
+        for r in c.rejects.to_pylist()
+    ]
+
+
+def test_ragged_csv_row_is_rejected_and_the_rest_read(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4,5\n6,7\n")
+    chunks = read(path)
+    assert [r for c in chunks for r in c.data.to_pylist()] == [
+        {"a": "1", "b": "2"},
+        {"a": "6", "b": "7"},
+    ]
+    assert rejects_of(chunks) == [(3, "3,4,5")]
+
+
+def test_ndjson_cut_in_its_last_line_rejects_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": ')
+    chunks = read(path)
+    assert [r["a"] for c in chunks for r in c.data.to_pylist()] == [1, 2]
+    assert rejects_of(chunks) == [(3, '{"a": ')]
 
 
 def test_unterminated_quote_error_says_truncated(tmp_path: Path) -> None:

@@ -113,12 +113,74 @@ def test_records_that_are_not_objects_are_refused(tmp_path: Path) -> None:
     assert info.value.fields["path"] == str(path)
 
 
-def test_bad_ndjson_line_names_the_line(tmp_path: Path) -> None:
+def rejects_of(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    return [row for c in chunks if c.rejects is not None for row in c.rejects.to_pylist()]
+
+
+def test_bad_ndjson_lines_are_rejected_with_line_text_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "dirty.jsonl"
+    path.write_bytes(b'{"id": 1}\n\n{"id": 2,}\n[1, 2]\n{"id": "caf\xe9"}\n{"id": 3}\n{"id": ')
+    chunks = read_chunks(path)
+    assert [r["id"] for c in chunks for r in c.data.to_pylist()] == [1, 3]
+    assert rejects_of(chunks) == [
+        {
+            "line": 3,
+            "raw": '{"id": 2,}',
+            "reason": "not valid JSON: Expecting property name enclosed in double quotes "
+            "at column 10",
+        },
+        {"line": 4, "raw": "[1, 2]", "reason": "not a JSON object but an array"},
+        {"line": 5, "raw": '{"id": "caf\ufffd"}', "reason": "not UTF-8 text"},
+        {
+            "line": 7,
+            "raw": '{"id": ',
+            "reason": "not valid JSON: Expecting value at the end of the line",
+        },
+    ]
+    assert chunks[-1].rejects is not None
+    assert chunks[-1].rejects.schema.metadata == {b"format": b"json"}
+
+
+def test_ndjson_rejects_travel_with_the_chunk_of_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join("oops" if i in (3, 14) else json.dumps({"i": i}) for i in range(20)))
+    chunks = read_chunks(path, batch_size=5)
+    assert [c.num_rows for c in chunks] == [5, 5, 5, 3]
+    assert [[r["line"] for r in rejects_of([c])] for c in chunks] == [[4], [], [15], []]
+
+
+def test_ndjson_of_only_bad_lines_gives_one_empty_chunk_carrying_them(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": 1}\n{"id": \n')
-    with pytest.raises(SourceError, match="line 2") as info:
+    path.write_text('{"id": 1,,}\n42\n')
+    (chunk,) = read_chunks(path)
+    assert chunk.num_rows == 0
+    assert chunk.state is not None
+    assert [(r["line"], r["raw"]) for r in rejects_of([chunk])] == [(1, '{"id": 1,,}'), (2, "42")]
+
+
+def test_mostly_bad_ndjson_raises(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"id": 1}\n' + "\n".join(f"INFO {i} started" for i in range(50)))
+    with pytest.raises(SourceError, match="50 of the first 51 rows") as info:
         read_rows(path)
-    assert info.value.fields["line"] == 2
+    assert info.value.fields["path"] == str(path)
+    assert "records_path" in (info.value.hint or "")
+
+
+def test_pretty_printed_document_read_as_ndjson_names_the_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({"data": RECORDS}, indent=2))
+    with pytest.raises(SourceError, match="line 1 is not valid JSON") as info:
+        read_rows(path)
+    assert info.value.fields["line"] == 1
+    assert "records_path" in (info.value.hint or "")
+
+
+def test_broken_array_still_fails_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text('[{"id": 1}, {"id": 2,}, {"id": 3}]')
+    with pytest.raises(SourceError, match="cannot read json file"):
+        read_rows(path)
 
 
 def test_array_is_chunked_by_batch_size_with_gzip(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ A source reads bounded chunks of Arrow data. Each chunk says where it came from
 (``origin``), a deterministic ``position`` (the same input read again gives the same
 position, so batch ids are stable across re-runs) and the source ``state`` to store once the
 chunk is durable (``None``: unchanged). State is a JSON-able dict owned by the source:
-seen files, a cursor's high-water mark, the next page.
+seen files, a cursor's high-water mark, the next page. ``rejects`` holds the rows the source
+could not parse (``REJECTS_SCHEMA``: line, raw text, reason); the pipeline quarantines them.
 
 >>> import pyarrow as pa
 >>> Chunk(pa.table({"a": [1]}), origin="file:a.csv", position="sha:0", state=None).num_rows
@@ -19,6 +20,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+REJECTS_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.string()), ("reason", pa.string())])
+"""Rows a source could not parse: 1-based line in the file (null: unknown), raw text, why."""
+
+MAX_RAW_CHARS = 10_000
+"""A rejected row's raw text is cut to this many characters."""
+
+FORMAT_KEY = b"format"
+"""Schema metadata key of a rejects table naming the format that failed (``csv``, ``json``)."""
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -28,10 +38,16 @@ class Chunk:
     origin: str
     position: str
     state: dict[str, Any] | None
+    rejects: pa.Table | None = None
+    """Rows that could not be parsed (``REJECTS_SCHEMA``), or ``None``: there were none."""
 
     @property
     def num_rows(self) -> int:
         return int(self.data.num_rows)
+
+    @property
+    def num_rejects(self) -> int:
+        return 0 if self.rejects is None else int(self.rejects.num_rows)
 
 
 @runtime_checkable

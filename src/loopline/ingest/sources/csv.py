@@ -8,6 +8,11 @@ Values stay strings and ``''`` stays ``''``: typing and null tokens are the cont
 Without a header, columns are named ``column_1`` .. ``column_N``; duplicate or empty header
 names get a ``_2`` suffix or a positional name.
 
+Given a :class:`RejectLog`, a row with too many or too few fields is skipped and logged
+(line, raw text, ``expected 3 fields, got 4``) instead of failing the file; a file where
+most of the first rows fail that way raises, as its delimiter or quote is surely wrong.
+Without a log such a row is an error.
+
 >>> import io, pyarrow as pa
 >>> from loopline.config.sources import CsvOptions
 >>> data = b"id;name\\n1;\\"Zo\\xc3\\xab\\"\\n2;\\n"
@@ -27,11 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import charset_normalizer
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from loopline.config.sources import CsvOptions
 from loopline.errors import SourceError
+from loopline.ingest.sources.csv_invalid_rows import InvalidRowHandler, line_breaks
+from loopline.ingest.sources.rejects import MostlyInvalidCheck, RejectLog
 
 Opener = Callable[[], Any]
 """Opens a fresh binary stream of the (decompressed) file."""
@@ -65,11 +73,13 @@ def read_csv(
     path: Path | str,
     batch_size: int = 65_536,
     default_delimiter: str = ",",
+    rejects: RejectLog | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream record batches of string columns; nothing for an empty (or blank) file.
 
-    A header-only file yields one empty batch so the columns are known. ``batch_size``
-    is a hint: blocks are cut by bytes, the caller re-slices rows.
+    A header-only file (or one whose rows all went to ``rejects``) yields one empty batch
+    so the columns are known. ``batch_size`` is a hint: blocks are cut by bytes, the caller
+    re-slices rows. Rejects reach ``rejects`` once the rows before them are yielded.
     """
     del batch_size  # pyarrow cuts by bytes; FileSource re-slices into rows
     with open_stream() as stream:
@@ -79,7 +89,7 @@ def read_csv(
     dialect = detect_dialect(
         sample, options, complete=len(sample) < SAMPLE_BYTES, default_delimiter=default_delimiter
     )
-    yield from _stream(open_stream, dialect, path)
+    yield from _stream(open_stream, dialect, path, rejects)
 
 
 def detect_dialect(
@@ -126,12 +136,16 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
             "cannot detect the text encoding: the file looks binary, not CSV",
             hint="check the file, or set csv.encoding",
         )
-    # Short samples often tie between single-byte code pages: prefer the Western one.
-    for match in matches:
-        tied = (match.chaos, match.coherence) == (best.chaos, best.coherence)
-        if tied and _WESTERN in match.could_be_from_charset:
+    # charset-normalizer's best() may rank a less coherent code page first (cp1250 over
+    # cp1252 for Western names: 'è' became 'č'): take the most coherent of the calmest, and
+    # among equals prefer the Western one.
+    calm = [m for m in matches if m.chaos == best.chaos]
+    top = max(m.coherence for m in calm)
+    leaders = [m for m in calm if m.coherence == top]
+    for match in leaders:
+        if _WESTERN in match.could_be_from_charset:
             return _WESTERN
-    return str(best.encoding)
+    return str(leaders[0].encoding)
 
 
 def _decode_sample(sample: bytes, encoding: str, *, complete: bool) -> str:
@@ -210,16 +224,23 @@ class _QuoteCounter:
         return data
 
 
-def _stream(open_stream: Opener, dialect: Dialect, path: Path | str) -> Iterator[pa.RecordBatch]:
+def _stream(
+    open_stream: Opener, dialect: Dialect, path: Path | str, rejects: RejectLog | None
+) -> Iterator[pa.RecordBatch]:
     block = _FIRST_BLOCK
     emitted = 0
+    first_record = dialect.blank_lines + (1 if dialect.header else 0) + 1
+    handler = None if rejects is None else InvalidRowHandler(rejects, first_record=first_record)
+    check = _mostly_invalid_check(dialect, path)
     while True:
         skip = emitted
+        if handler is not None:
+            handler.restart()
         try:
             with open_stream() as raw:
                 quote = _quote_byte(dialect)
                 counter = _QuoteCounter(raw, quote or b"")
-                reader = pa_csv.open_csv(counter, **_pyarrow_options(dialect, block))
+                reader = pa_csv.open_csv(counter, **_pyarrow_options(dialect, block, handler))
                 for batch in reader:
                     if skip >= batch.num_rows:
                         skip -= batch.num_rows
@@ -227,6 +248,11 @@ def _stream(open_stream: Opener, dialect: Dialect, path: Path | str) -> Iterator
                     if skip:
                         batch, skip = batch.slice(skip), 0
                     emitted += batch.num_rows
+                    if handler is not None:
+                        # No quote read yet: no quoted line break either, nothing to count.
+                        quoted = counter.count or quote is None
+                        handler.advance(line_breaks(batch) if quoted else _zeros(batch))
+                        check.update(valid=emitted, rejected=handler.rejected)
                     yield batch
                 if emitted == 0:
                     yield pa.RecordBatch.from_pylist([], schema=reader.schema)
@@ -236,6 +262,9 @@ def _stream(open_stream: Opener, dialect: Dialect, path: Path | str) -> Iterator
                     path=str(path),
                     hint="check that the file was copied completely",
                 )
+            if handler is not None:
+                handler.finish()
+                check.update(valid=emitted, rejected=handler.rejected, final=True)
             return
         except pa.ArrowInvalid as exc:
             text = str(exc)
@@ -250,7 +279,24 @@ def _stream(open_stream: Opener, dialect: Dialect, path: Path | str) -> Iterator
             raise _encoding_error(open_stream, dialect, path) from exc
 
 
-def _pyarrow_options(dialect: Dialect, block: int) -> dict[str, Any]:
+def _mostly_invalid_check(dialect: Dialect, path: Path | str) -> MostlyInvalidCheck:
+    first = "header" if dialect.header else "first row"
+    return MostlyInvalidCheck(
+        f"they do not have the {len(dialect.columns)} fields of the {first} "
+        f"(delimiter {dialect.delimiter!r}, quote {dialect.quote_char!r})",
+        path=str(path),
+        hint="the delimiter or quote character is wrong for this file: set csv.delimiter / "
+        "csv.quote_char (and csv.header if the first line is not the header)",
+    )
+
+
+def _zeros(batch: pa.RecordBatch) -> Any:
+    return np.zeros(batch.num_rows, dtype=np.int64)
+
+
+def _pyarrow_options(
+    dialect: Dialect, block: int, handler: InvalidRowHandler | None
+) -> dict[str, Any]:
     encoding = "utf8" if dialect.encoding.lower() in _UTF8_NAMES else dialect.encoding
     return {
         "read_options": pa_csv.ReadOptions(
@@ -264,6 +310,7 @@ def _pyarrow_options(dialect: Dialect, block: int) -> dict[str, Any]:
             delimiter=dialect.delimiter,
             quote_char=dialect.quote_char,
             newlines_in_values=True,
+            invalid_row_handler=handler,
         ),
         "convert_options": pa_csv.ConvertOptions(
             column_types=dict.fromkeys(dialect.columns, pa.string()),

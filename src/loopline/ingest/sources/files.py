@@ -10,7 +10,9 @@ Incremental state is ``{"files": {path: {"size": int, "sha256": str}}}``: a file
 path, size and content hash are already there is skipped. Each chunk's position is
 ``"<path>:<sha256>:<chunk index>"`` (two files with the same bytes are two inputs); only
 the last chunk of a file carries the new state, so a file counts as ingested once all its
-chunks are durable.
+chunks are durable. CSV rows and NDJSON lines that cannot be parsed travel as
+``Chunk.rejects`` on the chunk being cut when the reader met them (the file's last chunk,
+empty if need be, for those after its last row).
 
 >>> import tempfile
 >>> from loopline.config.sources import FileSourceConfig
@@ -46,6 +48,7 @@ from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.csv import read_csv
 from loopline.ingest.sources.json import read_json
 from loopline.ingest.sources.parquet import read_parquet
+from loopline.ingest.sources.rejects import RejectLog, concat_rejects
 from loopline.ingest.sources.xml import read_xml
 
 logger = logging.getLogger(__name__)
@@ -231,26 +234,31 @@ class FileSource:
         self, path: Path, key: str, stamp: Fingerprint, state: dict[str, Any] | None
     ) -> Iterator[Chunk]:
         origin = f"file:{key}"
+        fmt = self.spec.format if self.spec.format != "auto" else format_of(path)
+        rejects = RejectLog(fmt or "file")
         held: pa.Table | None = None
+        held_rejects: pa.Table | None = None
         index = 0
         # One chunk of look-ahead: the last chunk of the file is the one that carries state.
-        for table in self._tables(path, key, stamp):
+        for table in self._tables(path, key, stamp, fmt, rejects):
             if held is not None:
-                yield Chunk(
-                    held, origin=origin, position=f"{key}:{stamp.sha256}:{index}", state=None
-                )
+                position = f"{key}:{stamp.sha256}:{index}"
+                yield Chunk(held, origin, position, state=None, rejects=held_rejects)
                 index += 1
-            held = table
+            held, held_rejects = table, rejects.take()
         if held is None:
             held = pa.table({})
-        yield Chunk(held, origin=origin, position=f"{key}:{stamp.sha256}:{index}", state=state)
+        last_rejects = concat_rejects(held_rejects, rejects.take())
+        position = f"{key}:{stamp.sha256}:{index}"
+        yield Chunk(held, origin, position, state=state, rejects=last_rejects)
 
-    def _tables(self, path: Path, key: str, stamp: Fingerprint) -> Iterator[pa.Table]:
+    def _tables(
+        self, path: Path, key: str, stamp: Fingerprint, fmt: str | None, rejects: RejectLog
+    ) -> Iterator[pa.Table]:
         if stamp.size == 0:
             return
-        fmt = self.spec.format if self.spec.format != "auto" else format_of(path)
         try:
-            yield from rebatch(self._batches(path, fmt), self.spec.batch_size)
+            yield from rebatch(self._batches(path, fmt, rejects), self.spec.batch_size)
         except SourceError as exc:
             exc.fields = {"source": self.name, "path": str(path), **exc.fields}
             raise
@@ -264,7 +272,7 @@ class FileSource:
                 + (" and that the csv options match it" if fmt == "csv" else ""),
             ) from exc
 
-    def _batches(self, path: Path, fmt: str | None) -> Iterator[Any]:
+    def _batches(self, path: Path, fmt: str | None, rejects: RejectLog) -> Iterator[Any]:
         def opener() -> Any:
             return open_stream(path)
 
@@ -272,9 +280,12 @@ class FileSource:
         if fmt == "csv":
             tsv = path.with_suffix("").suffix if compression_of(path) else path.suffix
             delimiter = "\t" if tsv.lower() == ".tsv" else ","
-            return read_csv(opener, self.spec.csv, path=path, default_delimiter=delimiter)
+            return read_csv(
+                opener, self.spec.csv, path=path, default_delimiter=delimiter, rejects=rejects
+            )
         if fmt == "json":
-            return read_json(opener, self.spec.json_options, path=path, batch_size=size)
+            options = self.spec.json_options
+            return read_json(opener, options, path=path, batch_size=size, rejects=rejects)
         if fmt == "parquet":
             seekable = compression_of(path) is None
             return read_parquet(opener, path=path, batch_size=size, seekable=seekable)

@@ -7,6 +7,12 @@ they stay Arrow structs. A key whose values mix types across records (``1``, ``"
 ``2.5``) becomes a string column: strings as they are, other values as JSON text, so the
 contract can coerce them and quarantine what does not fit.
 
+Given a :class:`RejectLog`, an NDJSON line that is not valid JSON, or not an object, is
+logged (line, raw text, parser message) and the rest of the file read; a file where most
+of the first lines fail raises instead (it is not NDJSON), and so does a first line that is
+only the start of a value (a pretty-printed document). Without a log, any bad line is an
+error. An array is all or nothing: a broken one is a truncated or corrupt file.
+
 >>> import pyarrow as pa
 >>> from loopline.config.sources import JsonOptions
 >>> data = b'[{"id": 1, "user": {"name": "ann"}}, {"id": "x"}]'
@@ -29,6 +35,7 @@ import pyarrow as pa
 
 from loopline.config.sources import JsonOptions
 from loopline.errors import SourceError
+from loopline.ingest.sources.rejects import MostlyInvalidCheck, RejectLog
 
 Opener = Callable[[], Any]
 """Opens a fresh binary stream of the (decompressed) file."""
@@ -43,15 +50,20 @@ def read_json(
     *,
     path: Path | str,
     batch_size: int = 65_536,
+    rejects: RejectLog | None = None,
 ) -> Iterator[pa.Table]:
-    """Stream tables of at most ``batch_size`` records; nothing for a blank file."""
+    """Stream tables of at most ``batch_size`` records; nothing for a blank file.
+
+    Bad NDJSON lines go to ``rejects`` as they are met, so those before a table's last
+    record are logged when it is yielded.
+    """
     first, bom = _first_byte(open_stream)
     if first is None:
         return
     with open_stream() as raw:
         if bom:
             raw.read(len(codecs.BOM_UTF8))
-        records = _records(raw, options, first, path)
+        records = _records(raw, options, first, path, rejects)
         for rows in _batched(records, batch_size):
             yield records_to_table(rows, flatten=options.flatten, path=path)
 
@@ -95,7 +107,9 @@ def _first_byte(open_stream: Opener) -> tuple[str | None, bool]:
     return None, bom
 
 
-def _records(raw: Any, options: JsonOptions, first: str, path: Path | str) -> Iterator[Any]:
+def _records(
+    raw: Any, options: JsonOptions, first: str, path: Path | str, rejects: RejectLog | None
+) -> Iterator[Any]:
     if options.records_path:
         return iter(ijson.items(raw, options.records_path, use_float=True, multiple_values=True))
     layout: str = options.layout
@@ -104,7 +118,7 @@ def _records(raw: Any, options: JsonOptions, first: str, path: Path | str) -> It
     if layout == "array":
         return iter(ijson.items(raw, "item", use_float=True))
     if layout == "ndjson":
-        return _ndjson(raw, path)
+        return _ndjson(raw, path, rejects)
     raise SourceError(
         f"not JSON: the file starts with {first!r}, neither '[' (array) nor '{{' (NDJSON)",
         path=str(path),
@@ -112,24 +126,71 @@ def _records(raw: Any, options: JsonOptions, first: str, path: Path | str) -> It
     )
 
 
-def _ndjson(raw: Any, path: Path | str) -> Iterator[Any]:
+def _ndjson(raw: Any, path: Path | str, rejects: RejectLog | None) -> Iterator[Any]:
+    check = MostlyInvalidCheck(
+        "the file does not look like NDJSON (one JSON object per line)",
+        path=str(path),
+        hint=_NDJSON_HINT,
+    )
+    valid = rejected = 0
     for number, line in enumerate(io.BufferedReader(raw), start=1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"line {number} is not valid JSON: {exc.msg}",
-                path=str(path),
-                line=number,
-                hint="NDJSON needs one JSON object per line; for one document holding "
-                "a list, set json.records_path (e.g. 'data.item')",
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"line {number} is not UTF-8 text", path=str(path), line=number
-            ) from exc
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            reason = _line_error(exc)
+            if rejects is None or (valid + rejected == 0 and _incomplete(exc)):
+                raise SourceError(
+                    f"line {number} is not {reason.removeprefix('not ')}",
+                    path=str(path),
+                    line=number,
+                    hint=_NDJSON_HINT,
+                ) from exc
+        else:
+            if isinstance(record, dict):
+                valid += 1
+                yield record
+                check.update(valid=valid, rejected=rejected)
+                continue
+            if rejects is None:
+                raise _not_objects(path)
+            reason = f"not a JSON object but {_json_kind(record)}"
+        rejects.add(number, line.decode("utf-8", "replace").rstrip("\r\n"), reason)
+        rejected += 1
+        check.update(valid=valid, rejected=rejected)
+    check.update(valid=valid, rejected=rejected, final=True)
+
+
+_NDJSON_HINT = (
+    "NDJSON needs one JSON object per line; for one document holding a list, set "
+    "json.records_path (e.g. 'data.item')"
+)
+
+
+def _line_error(exc: ValueError) -> str:
+    if not isinstance(exc, json.JSONDecodeError):
+        return "not UTF-8 text"
+    end = len(exc.doc.rstrip())
+    where = "at the end of the line" if exc.pos >= end else f"at column {exc.pos + 1}"
+    return f"not valid JSON: {exc.msg} {where}"
+
+
+def _incomplete(exc: ValueError) -> bool:
+    """The line is only the start of a value (``{`` of a pretty-printed document)."""
+    return isinstance(exc, json.JSONDecodeError) and exc.pos >= len(exc.doc.rstrip())
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for a reject's reason.
+
+    >>> _json_kind([1]), _json_kind("a"), _json_kind(None)
+    ('an array', 'a string', 'null')
+    """
+    if value is None:
+        return "null"
+    kinds = {list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "a number")
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
