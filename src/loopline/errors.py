@@ -13,6 +13,7 @@ The tree::
         ├── FatalRuleError     a `fatal` rule failed: the batch is aborted, nothing written
         ├── SchemaDriftError   a `freeze` policy met new, missing or retyped columns
         └── SinkError          a destination could not be written
+            └── TransientSinkError     worth retrying (the connection was lost)
 
 Errors carry structured fields (``source=``, ``column=``, ``path=`` ...) and a message that
 says what failed, what was received and how to fix it.
@@ -92,3 +93,7 @@ class SchemaDriftError(IngestError):
 
 class SinkError(IngestError):
     """A destination could not be written."""
+
+
+class TransientSinkError(SinkError):
+    """A destination failure worth retrying on a new connection (the batch was rolled back)."""

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from tests.conftest import service_url
 
 from loopline.config import LooplineConfig, config_from_dict
 from loopline.config.contracts import RangeRule
@@ -14,6 +16,7 @@ from loopline.ingest.ledger import RunLedger
 from loopline.ingest.pipeline import IngestPipeline
 from loopline.store.destination import QUARANTINE_TABLE
 from loopline.store.metadata import MetadataStore
+from loopline.store.postgres_warehouse import APPLICATION_NAME
 from loopline.store.warehouse import open_warehouse
 
 CSV = """id,email,amount,plan
@@ -215,3 +218,47 @@ def test_malformed_csv_lines_are_quarantined_and_the_rest_written(tmp_path: Path
     assert all(q["_source"] == "file:p.csv" and q["_batch_id"] for q in quarantined)
     assert all(q["_ingested_at"] is not None for q in quarantined)
     assert {q["_batch_id"] for q in quarantined} <= {r["_batch_id"] for r in rows}
+
+
+@pytest.mark.services
+def test_a_lost_warehouse_connection_is_retried_on_a_new_one(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    lines = "".join(f"{i},{i}@x.io,{i}.5,basic\n" for i in range(1, 101))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("id,email,amount,plan\n" + lines)
+    cfg = config_from_dict(
+        {
+            "stores": {"warehouse_url": postgres_url},
+            "ingest": {
+                "t": {
+                    "source": {"type": "file", "path": "data/a.csv", "batch_size": 25},
+                    "destination": {"table": "t"},
+                }
+            },
+        },
+        project_dir=tmp_path,
+        env={},
+    )
+    killed: list[int] = []
+    admin = sa.create_engine(service_url("postgres"))
+
+    def kill_warehouse_connection_once(rows: int) -> None:
+        if killed:
+            return
+        with admin.begin() as conn:
+            result = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+            killed.append(len(result.all()))
+
+    run = IngestPipeline(cfg, "t", on_chunk=kill_warehouse_connection_once).run()
+    admin.dispose()
+    assert killed == [1]
+    assert run.status == "succeeded"
+    ids = sorted(r["id"] for r in table(cfg, "t"))
+    assert ids == list(range(1, 101))

@@ -25,7 +25,12 @@ import pyarrow as pa
 
 from loopline import lineage
 from loopline.config import STRING_STEPS, IngestJobConfig, LooplineConfig
-from loopline.errors import ConfigError, LooplineError, TransientSourceError
+from loopline.errors import (
+    ConfigError,
+    LooplineError,
+    TransientSinkError,
+    TransientSourceError,
+)
 from loopline.ingest.alerts import send_alert
 from loopline.ingest.cleanse import apply_steps, default_string_steps
 from loopline.ingest.contract import ContractEngine
@@ -85,9 +90,7 @@ class IngestPipeline:
         spec = self.config.job_source(self.job)
         source_name = self.job.source if isinstance(self.job.source, str) else self.job_name
         dest_cfg = self.job.destination
-        destination = open_destination(
-            self.config.stores, dest_cfg, base_dir=self.config.project_dir
-        )
+        destination = self._open_destination()
         run = ledger.start(
             job=self.job_name,
             source=f"{spec.type}:{source_name}",
@@ -101,10 +104,13 @@ class IngestPipeline:
                 try:
                     self._run_once(run, source_name, destination)
                     break
-                except TransientSourceError as exc:
+                except (TransientSourceError, TransientSinkError) as exc:
+                    # Whole batches only were committed: resume from the committed state.
                     if attempt == MAX_ATTEMPTS:
                         raise
                     log.warning("transient failure (attempt %d), resuming: %s", attempt, exc)
+                    if isinstance(exc, TransientSinkError):
+                        destination = self._reopen(destination)
             run.status = "succeeded"
         except LooplineError as exc:
             run.status = "failed"
@@ -126,6 +132,19 @@ class IngestPipeline:
                     },
                 )
         return run
+
+    def _open_destination(self) -> Destination:
+        return open_destination(
+            self.config.stores, self.job.destination, base_dir=self.config.project_dir
+        )
+
+    def _reopen(self, lost: Destination) -> Destination:
+        """A fresh connection after one was lost (closing the dead one may fail too)."""
+        try:
+            lost.close()
+        except LooplineError as exc:
+            log.debug("closing the lost destination failed: %s", exc)
+        return self._open_destination()
 
     def _run_once(self, run: RunRecord, source_name: str, destination: Destination) -> None:
         source = open_source(

@@ -160,6 +160,10 @@ def _to_bytea_hex(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return frame.select(pl.lit("\\x") + pl.col("v").bin.encode("hex")).to_arrow().column(0)
 
 
+APPLICATION_NAME = "loopline-warehouse"
+"""How the warehouse's connections show in ``pg_stat_activity``."""
+
+
 class PostgresWarehouse(SqlWarehouse):
     """Warehouse tables in the PostgreSQL database at ``url`` (``postgresql://`` or
     ``postgresql+psycopg://``; the password never appears in messages)."""
@@ -176,6 +180,7 @@ class PostgresWarehouse(SqlWarehouse):
                 autocommit=True,
                 cursor_factory=psycopg.RawCursor,
                 connect_timeout=connect_timeout,
+                application_name=APPLICATION_NAME,
             )
         except psycopg.Error as exc:
             raise StoreError(
@@ -241,6 +246,9 @@ class PostgresWarehouse(SqlWarehouse):
 
     def _drop_incoming(self) -> None:
         self._execute(f"DROP TABLE {INCOMING}")
+
+    def _transient(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.OperationalError) and self._conn.closed
 
     def _hint(self, exc: Exception) -> str:
         if isinstance(exc, pg_errors.DataError | pg_errors.DatatypeMismatch):

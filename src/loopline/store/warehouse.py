@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import polars as pl
 import pyarrow as pa
 
-from loopline.errors import SinkError, StoreError
+from loopline.errors import LooplineError, SinkError, StoreError, TransientSinkError
 from loopline.lineage import BATCH_ID
 from loopline.store.destination import (
     QUARANTINE_ARROW_SCHEMA,
@@ -210,9 +210,7 @@ class SqlWarehouse(ABC):
         try:
             return self._fetch(sql, params or ())
         except self._db_errors as exc:
-            raise StoreError(
-                f"query failed: {_first_line(exc)}", url=self.url, hint=self._hint(exc)
-            ) from exc
+            raise self._read_error(exc, f"query failed: {_first_line(exc)}") from exc
 
     def tables(self) -> list[str]:
         """Names of the tables in the current schema, sorted."""
@@ -239,11 +237,8 @@ class SqlWarehouse(ABC):
             if self._columns(table) is None:
                 return None
         except self._db_errors as exc:
-            raise StoreError(
-                f"cannot read the schema: {_first_line(exc)}",
-                table=table,
-                url=self.url,
-                hint=self._hint(exc),
+            raise self._read_error(
+                exc, f"cannot read the schema: {_first_line(exc)}", table=table
             ) from exc
         return self.query(f"SELECT * FROM {quote_ident(table)} WHERE 1 = 0").schema
 
@@ -256,9 +251,7 @@ class SqlWarehouse(ABC):
             if self._columns(STATE_TABLE) is None:
                 return None
         except self._db_errors as exc:
-            raise StoreError(
-                f"cannot read state: {_first_line(exc)}", url=self.url, hint=self._hint(exc)
-            ) from exc
+            raise self._read_error(exc, f"cannot read state: {_first_line(exc)}") from exc
         rows = self.query(
             f"SELECT CAST(state AS VARCHAR) AS state FROM {quote_ident(STATE_TABLE)} "
             "WHERE job = $1",
@@ -397,8 +390,18 @@ class SqlWarehouse(ABC):
             [job, state, batch_id, datetime.now(UTC)],
         )
 
+    def _transient(self, exc: Exception) -> bool:
+        """Whether ``exc`` lost the connection (the transaction is void: retry on a new one)."""
+        return False
+
+    def _read_error(self, exc: Exception, message: str, **fields: Any) -> LooplineError:
+        """A lost connection is worth a retry on a new one; anything else is a StoreError."""
+        kind = TransientSinkError if self._transient(exc) else StoreError
+        return kind(message, url=self.url, hint=self._hint(exc), **fields)
+
     def _sink_error(self, exc: Exception, table: str, action: str) -> SinkError:
-        return SinkError(
+        kind = TransientSinkError if self._transient(exc) else SinkError
+        return kind(
             f"cannot {action} table {table!r}: {_first_line(exc)}",
             table=table,
             url=self.url,
