@@ -20,12 +20,15 @@ from loopline.config import (
     IngestJobConfig,
     LooplineConfig,
 )
+from loopline.config.sources import XmlOptions
 from loopline.errors import ConfigError, LooplineError
 from loopline.ingest.ledger import RunRecord
 from loopline.ingest.pipeline import IngestPipeline
 
 
-def _quick_job(path: str, table: str, contract: Path | None) -> IngestJobConfig:
+def _quick_job(
+    path: str, table: str, contract: Path | None, record_path: str | None
+) -> IngestJobConfig:
     spec = None
     if contract is not None:
         try:
@@ -33,7 +36,12 @@ def _quick_job(path: str, table: str, contract: Path | None) -> IngestJobConfig:
         except (OSError, yaml.YAMLError, ValueError) as exc:
             raise ConfigError(f"cannot use contract {contract}: {exc}") from exc
     return IngestJobConfig(
-        source=FileSourceConfig(type="file", path=path, incremental=False),
+        source=FileSourceConfig(
+            type="file",
+            path=path,
+            incremental=False,
+            xml=XmlOptions(record_path=record_path) if record_path else None,
+        ),
         contract=spec,
         destination=DestinationConfig(table=table),
     )
@@ -87,6 +95,10 @@ def ingest(
     contract: Annotated[
         Path | None, typer.Option(help="Quick path: a contract YAML file.", exists=True)
     ] = None,
+    record_path: Annotated[
+        str | None,
+        typer.Option("--record-path", help="Quick path, XML: the record elements (rows/row)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="loopline.yaml (default: ./loopline.yaml)."),
@@ -99,7 +111,7 @@ def ingest(
         if into is not None:
             if target is None:
                 fail("--into needs a file, glob or folder to load")
-            jobs = [(into, _quick_job(target, into, contract))]
+            jobs = [(into, _quick_job(target, into, contract, record_path))]
         elif all_jobs:
             jobs = [(name, job) for name, job in cfg.ingest.items()]
             if not jobs:
