@@ -106,6 +106,8 @@ def line_breaks(batch: pa.RecordBatch) -> np.ndarray[Any, Any]:
     total = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            counts = pc.fill_null(pc.count_substring(column, "\n"), 0)
+            counts = pc.count_substring(column, "\n")
+            if counts.null_count:  # CSV text columns hold no nulls: skip the copy then
+                counts = pc.fill_null(counts, 0)
             total += counts.to_numpy(zero_copy_only=False)
     return total
