@@ -262,3 +262,16 @@ def test_a_lost_warehouse_connection_is_retried_on_a_new_one(
     assert run.status == "succeeded"
     ids = sorted(r["id"] for r in table(cfg, "t"))
     assert ids == list(range(1, 101))
+
+
+def test_schema_drift_is_reported_in_the_run_and_evolves_the_table(tmp_path: Path) -> None:
+    cfg = project(tmp_path)
+    IngestPipeline(cfg, "customers").run()
+    (tmp_path / "data" / "b.csv").write_text("id,email,amount,plan,tier\n7,g@x.io,3,pro,gold\n")
+    run = IngestPipeline(cfg, "customers").run()
+    assert run.warnings == {"drift:new_column:tier": 1}
+    assert {r["id"]: r.get("tier") for r in table(cfg, "customers")} == {
+        1: None,
+        5: None,
+        7: "gold",
+    }

@@ -36,6 +36,7 @@ from loopline.ingest.cleanse import apply_steps, default_string_steps
 from loopline.ingest.contract import ContractEngine
 from loopline.ingest.ledger import RunLedger, RunRecord
 from loopline.ingest.quarantine import StageResult, parse_rule, rejects_to_quarantine
+from loopline.ingest.schema_drift import SchemaDrift
 from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.factory import open_source
 from loopline.store.destination import Destination
@@ -209,8 +210,25 @@ class IngestPipeline:
             self._engine = ContractEngine.inferred(stages[-1].data, stored)
         stages.append(self._engine.coerce(stages[-1].data))
         stages.append(apply_steps(stages[-1].data, self._value_steps, phase="value"))
-        stages.append(self._engine.validate(stages[-1].data, stored))
-        return merge_stages(stages)
+        checked = self._engine.validate(stages[-1].data, stored)
+        stages.append(checked)
+        merged = merge_stages(stages)
+        if checked.drift is not None and checked.drift.changed:
+            # Always reported, whatever the policy did: a warning per changed column.
+            log.warning("schema drift in %s: %s", chunk.origin, checked.drift.summary())
+            for event in drift_events(checked.drift):
+                merged.warnings[event] = merged.warnings.get(event, 0) + chunk.num_rows
+        return merged
+
+
+def drift_events(drift: SchemaDrift) -> list[str]:
+    """Warning names for a batch's drift: ``drift:new_column:c``, ``drift:missing_column:c``,
+    ``drift:retyped:c``."""
+    return (
+        [f"drift:new_column:{c}" for c in drift.new]
+        + [f"drift:missing_column:{c}" for c in drift.missing]
+        + [f"drift:retyped:{c}" for c in drift.retyped]
+    )
 
 
 def merge_stages(stages: list[StageResult]) -> StageResult:
