@@ -191,7 +191,7 @@ class IngestPipeline:
     def _process(self, chunk: Chunk, stored: pa.Schema | None) -> StageResult:
         now = datetime.now(UTC)
         batch_id = lineage.batch_id(self.job_name, chunk.position)
-        df = pl.from_arrow(chunk.data)
+        df = pl.from_arrow(chunk.data, rechunk=False)  # no copy of the text
         assert isinstance(df, pl.DataFrame)
         df = df.with_columns(
             pl.lit(chunk.origin, dtype=pl.String).alias(lineage.SOURCE),
