@@ -84,13 +84,22 @@ def column_type(dtype: pl.DataType) -> ColumnType | None:
 
 
 def convert(
-    expr: pl.Expr, source: pl.DataType, target: pl.DataType, fmt: str | None = None
+    expr: pl.Expr,
+    source: pl.DataType,
+    target: pl.DataType,
+    fmt: str | None = None,
+    *,
+    quick: bool = False,
 ) -> pl.Expr:
-    """``expr`` (of dtype ``source``) as ``target``; values that do not convert become null."""
+    """``expr`` (of dtype ``source``) as ``target``; values that do not convert become null.
+
+    ``quick`` skips stripping whitespace around numbers (half the cost of parsing them);
+    a caller using it retries the values that failed without it.
+    """
     if source == target:
         return expr
     if source == pl.String():
-        return _parse(expr, target, fmt)
+        return _parse(expr, target, fmt, quick=quick)
     if target == pl.Datetime("us", "UTC"):
         if isinstance(source, pl.Datetime):
             as_utc = (
@@ -122,8 +131,9 @@ def conversion_failed(
     return failed
 
 
-def _parse(text: pl.Expr, target: pl.DataType, fmt: str | None) -> pl.Expr:
-    text = text.str.strip_chars()
+def _parse(text: pl.Expr, target: pl.DataType, fmt: str | None, *, quick: bool = False) -> pl.Expr:
+    if not (quick and target.is_numeric()):
+        text = text.str.strip_chars()
     if target == pl.String():
         return text
     if target.is_float():

@@ -148,16 +148,18 @@ class ContractEngine:
             and (fmt := detect_datetime_format(df[c])) is not None
         }
         tmp = {c: f"__coerced_{i}" for i, c in enumerate(casts)}
+        # A quick pass (no whitespace strip, one detected datetime format), then the careful
+        # one on just the values it missed: most batches are mostly clean.
         work = df.with_columns(
-            convert(pl.col(c), src, dst, detected.get(c, fmt)).alias(tmp[c])
+            convert(pl.col(c), src, dst, detected.get(c, fmt), quick=True).alias(tmp[c])
             for c, (src, dst, fmt) in casts.items()
         )
         failed = work.select(
             conversion_failed(pl.col(c), pl.col(tmp[c]), src, dst).alias(c)
             for c, (src, dst, _) in casts.items()
         )
-        if detected:
-            work, failed = self._retry_any_iso(df, work, failed, casts, tmp, list(detected))
+        texts = [c for c, (src, _, _) in casts.items() if src == pl.String()]
+        work, failed = self._retry_carefully(df, work, failed, casts, tmp, texts)
         parts: list[pl.DataFrame] = []
         counts: dict[str, int] = {}
         for c in absent:
@@ -198,7 +200,7 @@ class ContractEngine:
         return df.with_columns(parsed) if parsed else df
 
     @staticmethod
-    def _retry_any_iso(
+    def _retry_carefully(
         df: pl.DataFrame,
         work: pl.DataFrame,
         failed: pl.DataFrame,
@@ -206,13 +208,13 @@ class ContractEngine:
         tmp: dict[str, str],
         columns: list[str],
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Re-parse the values a detected datetime format missed with every ISO variant."""
+        """Re-parse the values the quick pass missed: stripped, every ISO variant."""
         for c in columns:
             rows = failed[c].arg_true()
             if rows.len() == 0:
                 continue
-            src, dst, _ = casts[c]
-            again = df[c].gather(rows).to_frame().select(convert(pl.col(c), src, dst, None))
+            src, dst, fmt = casts[c]
+            again = df[c].gather(rows).to_frame().select(convert(pl.col(c), src, dst, fmt))
             parsed = work[tmp[c]].scatter(rows, again.to_series())
             work = work.with_columns(parsed)
             failed = failed.with_columns((df[c].is_not_null() & parsed.is_null()).alias(c))
