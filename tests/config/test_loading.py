@@ -93,3 +93,29 @@ def test_missing_env_variable_names_the_variable_and_path(tmp_path: Path) -> Non
 def test_missing_file_says_how_to_create_a_project(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loopline init"):
         load_config(tmp_path, env={})
+
+
+def test_training_jobs_and_tracking_load_with_env_override(tmp_path: Path) -> None:
+    text = (
+        VALID
+        + """
+train:
+  churn:
+    table: customers
+    target: churned
+    drop: [customer_id]
+    candidates: [{name: logistic}, {name: lightgbm, params: {num_leaves: 15}}]
+    validation: {cv: stratified, folds: 5, threshold: {strategy: target_recall, value: 0.8}}
+"""
+    )
+    cfg = load_config(write(tmp_path, text), env={"LOOPLINE_TRACKING_URI": "http://mlflow:5000"})
+    job = cfg.train["churn"]
+    assert [c.name for c in job.candidates] == ["logistic", "lightgbm"]
+    assert job.validation.threshold.value == 0.8
+    assert cfg.tracking.uri == "http://mlflow:5000"
+
+
+def test_a_training_job_needs_exactly_one_data_source(tmp_path: Path) -> None:
+    text = VALID + "\ntrain:\n  bad: {table: a, file: b.csv, target: y}\n"
+    with pytest.raises(ConfigError, match="exactly one of 'table', 'query', 'file'"):
+        load_config(write(tmp_path, text), env={})

@@ -12,25 +12,41 @@ from loopline.config.sources import (
     SqlSourceConfig,
 )
 from loopline.config.stores import AlertsConfig, StoresConfig
+from loopline.config.training import (
+    CandidateConfig,
+    FeatureOptions,
+    FeatureRoles,
+    SearchConfig,
+    TrackingConfig,
+    TrainJobConfig,
+    ValidationConfig,
+)
 
 __all__ = [
     "CONFIG_FILENAME",
     "STRING_STEPS",
     "AlertsConfig",
+    "CandidateConfig",
     "CleanseStep",
     "CleanseStepSpec",
     "ColumnSpec",
     "ContractConfig",
     "DestinationConfig",
+    "FeatureOptions",
+    "FeatureRoles",
     "FileSourceConfig",
     "HttpSourceConfig",
     "IngestJobConfig",
     "LooplineConfig",
     "Rule",
+    "SearchConfig",
     "Severity",
     "SourceConfig",
     "SqlSourceConfig",
     "StoresConfig",
+    "TrackingConfig",
+    "TrainJobConfig",
+    "ValidationConfig",
     "config_from_dict",
     "load_config",
 ]

@@ -89,6 +89,8 @@ def config_from_dict(
             stores[field] = env[var]
     if stores:
         raw["stores"] = stores
+    if env.get("LOOPLINE_TRACKING_URI"):
+        raw["tracking"] = {**(raw.get("tracking") or {}), "uri": env["LOOPLINE_TRACKING_URI"]}
     if project_dir is not None:
         raw["project_dir"] = project_dir
     try:

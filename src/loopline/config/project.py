@@ -11,6 +11,7 @@ from loopline.config.contracts import ContractConfig
 from loopline.config.destinations import DestinationConfig
 from loopline.config.sources import SourceConfig
 from loopline.config.stores import AlertsConfig, StoresConfig
+from loopline.config.training import TrackingConfig, TrainJobConfig
 
 
 class IngestJobConfig(BaseModel):
@@ -39,6 +40,8 @@ class LooplineConfig(BaseModel):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     contracts: dict[str, ContractConfig] = Field(default_factory=dict)
     ingest: dict[str, IngestJobConfig] = Field(default_factory=dict)
+    train: dict[str, TrainJobConfig] = Field(default_factory=dict)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     project_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
