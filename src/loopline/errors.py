@@ -14,6 +14,10 @@ The tree::
         ├── SchemaDriftError   a `freeze` policy met new, missing or retyped columns
         └── SinkError          a destination could not be written
             └── TransientSinkError     worth retrying (the connection was lost)
+    ├── TrainError             a training job cannot run (bad target, single class, ...)
+    ├── EvaluationError        a metric, split or comparison cannot be computed as asked
+    └── RegistryError          model registry: unknown model / version / alias
+        └── PromotionRejected  the challenger failed the promotion gate
 
 Errors carry structured fields (``source=``, ``column=``, ``path=`` ...) and a message that
 says what failed, what was received and how to fix it.
@@ -97,3 +101,19 @@ class SinkError(IngestError):
 
 class TransientSinkError(SinkError):
     """A destination failure worth retrying on a new connection (the batch was rolled back)."""
+
+
+class TrainError(LooplineError):
+    """A training job cannot run as configured (unknown target, constant target, ...)."""
+
+
+class EvaluationError(LooplineError):
+    """A metric, split, threshold or comparison cannot be computed as asked."""
+
+
+class RegistryError(LooplineError):
+    """A model registry operation failed (unknown model, version or alias)."""
+
+
+class PromotionRejected(RegistryError):
+    """The challenger did not pass the promotion gate; ``champion`` did not move."""
