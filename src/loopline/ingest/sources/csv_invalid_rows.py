@@ -28,6 +28,8 @@ import pyarrow.compute as pc
 
 from loopline.ingest.sources.rejects import RejectLog
 
+_LF = ord("\n")
+
 
 class _Pending(NamedTuple):
     record: int
@@ -106,8 +108,18 @@ def line_breaks(batch: pa.RecordBatch) -> np.ndarray[Any, Any]:
     total = np.zeros(batch.num_rows, dtype=np.int64)
     for column in batch.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if not _may_hold_line_break(column):
+                continue  # the usual case: a memchr-speed scan instead of a count per value
             counts = pc.count_substring(column, "\n")
             if counts.null_count:  # CSV text columns hold no nulls: skip the copy then
                 counts = pc.fill_null(counts, 0)
             total += counts.to_numpy(zero_copy_only=False)
     return total
+
+
+def _may_hold_line_break(column: pa.Array) -> bool:
+    """Whether the column's character data holds a ``\\n`` byte (UTF-8: never inside a
+    multi-byte character). The whole buffer is scanned, so a sliced array may answer yes
+    for a value outside the slice: the exact count then says zero."""
+    data = column.buffers()[2]
+    return data is not None and bool(np.any(np.frombuffer(data, dtype=np.uint8) == _LF))
