@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -275,3 +277,28 @@ def test_schema_drift_is_reported_in_the_run_and_evolves_the_table(tmp_path: Pat
         5: None,
         7: "gold",
     }
+
+
+def test_a_csv_run_into_duckdb_loads_no_parser_or_driver_it_does_not_use(tmp_path: Path) -> None:
+    # Start-up is a large share of a batch run's CPU: other formats' parsers, the encoding
+    # detector (the file is UTF-8) and the PostgreSQL dialect must stay unloaded.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text(CSV)
+    script = f"""
+import sys
+from pathlib import Path
+from loopline.config import config_from_dict
+from loopline.ingest.pipeline import IngestPipeline
+cfg = config_from_dict({{"ingest": {{"a": {{"source": {{"type": "file", "path": "data/a.csv"}},
+    "destination": {{"table": "a"}}}}}}}}, project_dir=Path({str(tmp_path)!r}), env={{}})
+run = IngestPipeline(cfg, "a").run()
+assert run.rows_written == 6, run
+unused = ("lxml", "ijson", "charset_normalizer", "pyarrow.parquet",
+          "sqlalchemy.dialects.postgresql", "httpx")
+print(sorted(m for m in unused if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -109,3 +109,18 @@ def test_postgres_url_maps_to_psycopg_and_json_round_trips(postgres_url: str) ->
         assert row["started_at"] == datetime(2025, 1, 1, tzinfo=UTC)
     finally:
         store.close()
+
+
+@pytest.mark.services
+def test_json_columns_are_jsonb_on_postgres_and_json_on_sqlite(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    json_columns = {"rule_failures", "warnings", "state_before", "state_after"}
+    for url, expected in ((postgres_url, "JSONB"), ("sqlite:///m.db", "JSON")):
+        store = MetadataStore(url, base_dir=tmp_path)
+        try:
+            columns = sa.inspect(store.engine).get_columns("ingest_runs")
+            found = {c["name"]: type(c["type"]).__name__ for c in columns}
+            assert {found[c] for c in json_columns} == {expected}
+        finally:
+            store.close()

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import charset_normalizer
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -129,6 +128,8 @@ def detect_encoding(sample: bytes, *, complete: bool) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    import charset_normalizer  # only for files that are not UTF-8: ~6 ms of start-up saved
+
     matches = charset_normalizer.from_bytes(sample)
     best = matches.best()
     if best is None:

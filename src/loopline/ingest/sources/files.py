@@ -38,18 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ijson
 import pyarrow as pa
-from lxml import etree
 
 from loopline.config.sources import FileSourceConfig
 from loopline.errors import ConfigError, SourceError
 from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.csv import read_csv
-from loopline.ingest.sources.json import read_json
-from loopline.ingest.sources.parquet import read_parquet
 from loopline.ingest.sources.rejects import RejectLog, concat_rejects
-from loopline.ingest.sources.xml import read_xml
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +64,35 @@ FORMATS = {
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
 """Compressed extensions and their pyarrow codec."""
 
-_READ_ERRORS = (
+_READ_ERRORS: tuple[type[Exception], ...] = (
     pa.ArrowException,
     OSError,
     EOFError,
     UnicodeError,
-    ijson.JSONError,
-    etree.Error,
     std_csv.Error,
 )
+"""What a failed read raises, whatever the format; :func:`read_errors` adds the parsers'."""
+
+
+def read_errors(fmt: str | None) -> tuple[type[Exception], ...]:
+    """The exceptions that mean "this file cannot be read as ``fmt``".
+
+    The JSON and XML parsers are imported for their formats only (a CSV run never loads
+    them), so their errors join the tuple only for those formats.
+
+    >>> import ijson
+    >>> ijson.JSONError in read_errors("json"), ijson.JSONError in read_errors("csv")
+    (True, False)
+    """
+    if fmt == "json":
+        import ijson
+
+        return (*_READ_ERRORS, ijson.JSONError)
+    if fmt == "xml":
+        from lxml import etree
+
+        return (*_READ_ERRORS, etree.Error)
+    return _READ_ERRORS
 
 
 @dataclass(frozen=True)
@@ -262,7 +277,7 @@ class FileSource:
         except SourceError as exc:
             exc.fields = {"source": self.name, "path": str(path), **exc.fields}
             raise
-        except _READ_ERRORS as exc:
+        except read_errors(fmt) as exc:
             detail = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise SourceError(
                 f"cannot read {fmt} file {key}: {detail}",
@@ -284,9 +299,13 @@ class FileSource:
                 opener, self.spec.csv, path=path, default_delimiter=delimiter, rejects=rejects
             )
         if fmt == "json":
+            from loopline.ingest.sources.json import read_json
+
             options = self.spec.json_options
             return read_json(opener, options, path=path, batch_size=size, rejects=rejects)
         if fmt == "parquet":
+            from loopline.ingest.sources.parquet import read_parquet
+
             seekable = compression_of(path) is None
             return read_parquet(opener, path=path, batch_size=size, seekable=seekable)
         if fmt == "xml":
@@ -295,6 +314,8 @@ class FileSource:
                     f"{path.name} is XML but the source has no xml.record_path",
                     hint="add xml: {record_path: orders/order} to the source",
                 )
+            from loopline.ingest.sources.xml import read_xml
+
             return read_xml(opener, self.spec.xml, path=path, batch_size=size)
         raise SourceError(
             f"cannot tell the format of {path.name} from its extension",
