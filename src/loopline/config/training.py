@@ -79,6 +79,12 @@ class SearchConfig(_Spec):
     timeout_s: float | None = Field(None, gt=0)
     inner_folds: int = Field(3, ge=2, description="CV folds inside the search.")
     pruning: bool = True
+    ray_address: str | None = Field(
+        None,
+        description="Run trials as Ray tasks (extra 'ray'): 'ray://host:10001' (Ray Client), "
+        "'auto' (the cluster this machine belongs to) or 'local' (start a local cluster); "
+        "None: no Ray.",
+    )
 
 
 class ThresholdConfig(_Spec):

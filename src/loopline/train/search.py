@@ -19,6 +19,17 @@ same trials and the same best score come back. All thread pools (OpenMP, BLAS) a
 to one thread while searching; :class:`FoldScorer` evaluates one parameter set and is
 picklable, so trials can be sent to other processes or a cluster.
 
+With an ``executor`` (an :class:`Executor`, such as
+:class:`~loopline.train.ray_backend.RayExecutor`), trials run in parallel through
+``executor.map``, one parameter set per call. Grid and random search send all their
+points at once (in batches of ``executor.parallelism`` when ``timeout_s`` is set, checked
+between batches) and return the same trials, in the same order, with the same scores as
+without an executor. Optuna asks ``executor.parallelism`` trials at a time
+(``study.ask()``), scores them together and tells the study the results: reproducible for
+a given seed and batch size, but not the trials of the sequential study, as a batch is
+sampled without knowing its neighbours' results; pruning does not apply (every trial runs
+all its folds).
+
 Parameter names are the estimator's own (``num_leaves``); they are set on the last step
 of the pipeline (``model__num_leaves``). The space is ``candidate.search_space`` or, when
 that is None, :func:`~loopline.train.catalog.default_space` without the parameters fixed
@@ -46,7 +57,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, TypeVar
 
 import numpy as np
 
@@ -59,6 +70,19 @@ logger = logging.getLogger(__name__)
 
 TrialState = Literal["complete", "pruned", "failed"]
 FoldCallback = Callable[[int, list[float]], None]
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class Executor(Protocol):
+    """Runs one function over many items, elsewhere, and returns the results in order.
+
+    ``parallelism`` is how many calls run at once (the Optuna batch size).
+    """
+
+    parallelism: int
+
+    def map(self, fn: Callable[[ItemT], ResultT], items: Sequence[ItemT]) -> list[ResultT]: ...
 
 
 class Trial(TypedDict):
@@ -125,6 +149,18 @@ class FoldScorer:
         return scores
 
 
+@dataclass(frozen=True)
+class _TimedScorer:
+    """A :class:`FoldScorer` call that also returns its duration (for executors)."""
+
+    scorer: FoldScorer
+
+    def __call__(self, params: dict[str, Any]) -> tuple[list[float], float]:
+        started = time.perf_counter()
+        scores = self.scorer(params)
+        return scores, time.perf_counter() - started
+
+
 def search(
     candidate: CandidateConfig,
     task: Task,
@@ -139,13 +175,15 @@ def search(
     groups: Any = None,
     class_weight: bool = False,
     on_trial: Callable[[Trial], None] | None = None,
+    executor: Executor | None = None,
 ) -> SearchResult:
     """Search ``candidate``'s space by ``search.method``; see the module docstring.
 
     ``pipeline_factory`` wraps an estimator into the full pipeline (features + model);
     ``splitter`` is a scikit-learn CV splitter, split once with ``groups``; ``scoring`` a
     scikit-learn scorer name (``roc_auc``, ``neg_root_mean_squared_error`` ...) or
-    scorer, greater is better; ``on_trial`` is told about each finished trial.
+    scorer, greater is better; ``on_trial`` is told about each finished trial;
+    ``executor`` runs the trials in parallel (see the module docstring).
     """
     from threadpoolctl import threadpool_limits
 
@@ -172,8 +210,13 @@ def search(
             on_trial(trial)
 
     with threadpool_limits(limits=1):
-        if method == "optuna":
+        if method == "optuna" and executor is not None:
+            _run_optuna_batches(executor, scorer, dims, search, seed, record)
+        elif method == "optuna":
             _run_optuna(scorer, dims, search, seed, record)
+        elif executor is not None:
+            points = _points(method, dims, search, seed)
+            _run_point_batches(executor, scorer, points, search.timeout_s, record)
         else:
             _run_points(scorer, _points(method, dims, search, seed), search.timeout_s, record)
     best = _best(trials, candidate.name)
@@ -265,6 +308,66 @@ def _run_points(
         record(_trial(number, params, scores, trial_started, "complete"))
 
 
+def _run_point_batches(
+    executor: Executor,
+    scorer: FoldScorer,
+    points: list[dict[str, Any]],
+    timeout_s: float | None,
+    record: Callable[[Trial], None],
+) -> None:
+    started = time.perf_counter()
+    size = len(points) if timeout_s is None else max(1, executor.parallelism)
+    for first in range(0, len(points), size):
+        if first and timeout_s is not None and time.perf_counter() - started >= timeout_s:
+            logger.info("search stopped by timeout_s=%s after %d trials", timeout_s, first)
+            return
+        batch = points[first : first + size]
+        outcomes = executor.map(_TimedScorer(scorer), batch)
+        for number, params, (scores, duration) in zip(
+            range(first, first + len(batch)), batch, outcomes, strict=True
+        ):
+            record(_trial(number, params, scores, 0.0, "complete", duration=duration))
+
+
+def _run_optuna_batches(
+    executor: Executor,
+    scorer: FoldScorer,
+    dims: dict[str, Dimension],
+    config: SearchConfig,
+    seed: int,
+    record: Callable[[Trial], None],
+) -> None:
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependencyError("optuna", "train") from exc
+    from loopline.train.search_space import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if config.pruning:
+        logger.debug("pruning does not apply to trials run by an executor")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    started = time.perf_counter()
+    size = max(1, executor.parallelism)
+    done = 0
+    while done < config.n_trials:
+        elapsed = time.perf_counter() - started
+        if done and config.timeout_s is not None and elapsed >= config.timeout_s:
+            logger.info("search stopped by timeout_s=%s after %d trials", config.timeout_s, done)
+            return
+        asked = [study.ask() for _ in range(min(size, config.n_trials - done))]
+        batch = [{name: suggest(trial, name, dim) for name, dim in dims.items()} for trial in asked]
+        outcomes = executor.map(_TimedScorer(scorer), batch)
+        for trial, params, (scores, duration) in zip(asked, batch, outcomes, strict=True):
+            outcome = _trial(trial.number, params, scores, 0.0, "complete", duration=duration)
+            if outcome["score"] is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, outcome["score"])
+            record(outcome)
+        done += len(asked)
+
+
 def _run_optuna(
     scorer: FoldScorer,
     dims: dict[str, Dimension],
@@ -307,7 +410,13 @@ def _run_optuna(
 
 
 def _trial(
-    number: int, params: dict[str, Any], scores: list[float], started: float, state: TrialState
+    number: int,
+    params: dict[str, Any],
+    scores: list[float],
+    started: float,
+    state: TrialState,
+    *,
+    duration: float | None = None,
 ) -> Trial:
     score = float(np.mean(scores)) if scores else math.nan
     finite = math.isfinite(score)
@@ -316,7 +425,7 @@ def _trial(
         params={name: _plain(value) for name, value in params.items()},
         score=score if finite else None,
         fold_scores=[float(s) for s in scores],
-        duration_s=time.perf_counter() - started,
+        duration_s=time.perf_counter() - started if duration is None else duration,
         state=state if finite else "failed",
     )
 
