@@ -52,3 +52,9 @@ def test_missing_file_fails_with_exit_code_1(in_tmp: Path) -> None:
     result = runner.invoke(app, ["ingest", "missing/*.csv", "--into", "t", "--json"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
+
+
+def test_error_lines_keep_their_structured_fields(in_tmp: Path) -> None:
+    result = runner.invoke(app, ["ingest", "missing/*.csv", "--into", "t"])
+    assert result.exit_code == 1
+    assert "[path=" in result.output  # not swallowed as rich markup

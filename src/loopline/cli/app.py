@@ -8,9 +8,12 @@ import typer
 
 from loopline.cli.console import setup_logging
 from loopline.cli.demo import demo
+from loopline.cli.evaluate import evaluate
 from loopline.cli.ingest import ingest
 from loopline.cli.init import init
+from loopline.cli.models import models
 from loopline.cli.runs import runs
+from loopline.cli.ui import ui
 
 app = typer.Typer(
     name="loopline",
@@ -41,6 +44,9 @@ app.command()(init)
 app.command()(ingest)
 app.command()(runs)
 app.command()(demo)
+app.command()(evaluate)
+app.add_typer(models)
+app.add_typer(ui)
 
 
 def main() -> None:

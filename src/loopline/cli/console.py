@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loopline.errors import LooplineError
@@ -26,7 +27,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def fail(exc: LooplineError | str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+    # Escaped: an error's field list "[table=t, url=...]" would otherwise read as markup.
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
     raise typer.Exit(1)
 
 

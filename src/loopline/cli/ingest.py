@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from loopline.cli.console import console, fail, print_json, row_progress
@@ -54,7 +55,7 @@ def summary_table(runs: list[RunRecord]) -> Table:
     for run in runs:
         colour = "green" if run.status == "succeeded" else "red"
         table.add_row(
-            run.job,
+            escape(run.job),
             f"[{colour}]{run.status}[/]",
             f"{run.rows_read:,}",
             f"{run.rows_written:,}",
@@ -77,7 +78,7 @@ def rules_table(runs: list[RunRecord]) -> Table | None:
     for col in ("job", "rule", "rows", "action"):
         table.add_column(col, justify="right" if col == "rows" else "left")
     for job, rule, count, kind in rows:
-        table.add_row(job, rule, f"{count:,}", kind)
+        table.add_row(escape(job), escape(rule), f"{count:,}", kind)
     return table
 
 
@@ -140,7 +141,7 @@ def ingest(
             console.print(by_rule)
         for run in runs:
             if run.error:
-                console.print(f"[red]{run.job}:[/] {run.error}")
+                console.print(f"[red]{escape(run.job)}:[/] {escape(run.error)}")
     if failed:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from loopline.cli.console import console, fail, print_json
@@ -48,6 +49,6 @@ def runs(
             f"{r.rows_read:,}",
             f"{r.rows_written:,}",
             f"{r.rows_quarantined:,}",
-            (r.error or "")[:80],
+            escape((r.error or "")[:80]),
         )
     console.print(table)

@@ -72,3 +72,5 @@ class TrainReportData:
     mlflow_run_id: str | None = None
     model_version: str | None = None
     notes: list[str] = field(default_factory=list)
+    costs: tuple[float, float] | None = None
+    """``(cost_fp, cost_fn)`` of the threshold config: set it to draw the cost curve."""
