@@ -22,3 +22,14 @@ def test_the_documented_entry_points_are_there() -> None:
     assert callable(loopline.load_config)
     assert issubclass(loopline.LooplineError, Exception)
     assert hasattr(loopline.IngestPipeline, "run")
+
+
+def test_training_names_load_lazily_so_ingestion_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, loopline; assert 'sklearn' not in sys.modules; "
+        "loopline.TrainingJob; assert 'sklearn' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
