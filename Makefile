@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
 
-.PHONY: demo test lint typecheck bench lock clean $(STAMP)
+.PHONY: demo test lint typecheck bench bench-train lock clean $(STAMP)
 
 # Always synced (a no-op in ~0.1 s when nothing changed), so the environment is exactly the
 # lock's: what a bench run added is removed again before the tests, as on a fresh machine.
@@ -30,6 +30,10 @@ test: lint typecheck
 bench: $(STAMP)
 	$(UV) sync --frozen --all-extras --group bench --compile-bytecode
 	$(VENV)/bin/python benchmarks/ingest_files.py
+
+bench-train: $(STAMP)
+	$(UV) sync --frozen --all-extras --group bench --compile-bytecode
+	$(VENV)/bin/python benchmarks/train_tabular.py
 
 lock:
 	$(UV) lock

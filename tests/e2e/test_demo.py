@@ -1,20 +1,60 @@
+import json
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from loopline.cli.app import app
 
 
-def test_demo_ingests_every_source_and_writes_the_report(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+def report_paths(output: str) -> dict[str, Path]:
+    """``report:    PATH (LABEL)`` lines of the demo's output, by label."""
+    return {
+        label: Path(path) for path, label in re.findall(r"^report:\s+(\S+) \((.+)\)$", output, re.M)
+    }
+
+
+def champions(config: Path) -> dict[str, str | None]:
+    listed = CliRunner().invoke(app, ["models", "list", "--json", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    return {m["name"]: m["champion"] for m in json.loads(listed.stdout)}
+
+
+@pytest.mark.slow
+def test_demo_ingests_trains_registers_and_writes_the_reports(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--dir", str(folder)])
     assert result.exit_code == 0, result.output
-    report = tmp_path / "demo" / "reports" / "ingest.html"
+    report = folder / "reports" / "ingest.html"
     html = report.read_text()
     for job in ("customers", "orders", "products", "payments", "reviews"):
         assert f'id="{job}"' in html
         assert job in result.output
     assert "<svg" in html
     assert "http" not in html.split("<body>")[0]  # no external assets: opens offline
-    # A second run is idempotent: incremental sources skip what they have, merges upsert.
-    again = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+
+    # Training: both datasets loaded in full, both jobs' CV tables, a report each.
+    assert "dataset_telco_churn" in result.output
+    assert "7,043" in result.output
+    assert "dataset_ames" in result.output
+    assert "2,930" in result.output
+    assert "churn: 5-fold cross-validation (binary)" in result.output
+    assert "housing: 5-fold cross-validation (regression)" in result.output
+    reports = report_paths(result.output)
+    assert reports["ingestion"] == report.resolve()
+    for job in ("churn", "housing"):
+        trained = reports[f"training: {job}"]
+        assert trained.is_file()
+        assert trained.name.startswith(f"train-{job}-")
+        assert "<svg" in trained.read_text()
+    assert champions(folder / "loopline.yaml") == {"churn": "1", "housing": "1"}
+
+    # A second run is idempotent for ingestion (incremental sources skip what they have,
+    # merges upsert, the datasets are not read again); the retrained models (same seed,
+    # same scores) pass the gate against the first champions and replace them.
+    again = CliRunner().invoke(app, ["demo", "--dir", str(folder)])
     assert again.exit_code == 0, again.output
+    assert re.search(r"dataset_telco_churn\s*│\s*succeeded\s*│\s*0 │", again.output)
+    assert "promoted churn v2 → champion (was 1" in again.output
+    assert champions(folder / "loopline.yaml") == {"churn": "2", "housing": "2"}

@@ -213,4 +213,15 @@ def test_default_space_parses_names_real_params_and_fits(name: CandidateName, ta
 def test_default_space_is_a_fresh_copy() -> None:
     space = default_space("lightgbm", "binary")
     space["num_leaves"]["int"][0] = 1000
-    assert default_space("lightgbm", "binary")["num_leaves"]["int"][0] == 8
+    assert default_space("lightgbm", "binary")["num_leaves"]["int"][0] == 4
+
+
+def test_the_default_lightgbm_space_fits_the_default_budget() -> None:
+    """Measured by benchmarks/train_tabular.py: with 30 trials and 3 inner folds, small
+    trees (4-64 leaves) and at most 1,000 of them halve the search time of 8-128 leaves and
+    up to 1,500 trees (Telco churn 129 s -> 58-70 s nested, ROC-AUC 0.8480 -> 0.8486;
+    Ames 171 s -> 116-120 s, RMSE(log) 0.1209 -> 0.1220)."""
+    space = default_space("lightgbm", "regression")
+    assert space["num_leaves"] == {"int": [4, 64], "log": True}
+    assert space["n_estimators"] == {"int": [50, 1000], "log": True}
+    assert default_space("xgboost", "binary")["n_estimators"] == {"int": [100, 1500], "log": True}

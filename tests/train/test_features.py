@@ -17,7 +17,13 @@ from sklearn.pipeline import Pipeline
 
 from loopline.config.training import FeatureOptions, FeatureRoles
 from loopline.errors import TrainError
-from loopline.train.features import DatetimeParts, build_pipeline, build_preprocessor
+from loopline.train.features import (
+    DatetimeParts,
+    build_pipeline,
+    build_preprocessor,
+    check_target_transform,
+    with_target_transform,
+)
 from loopline.train.roles import RoleAssignment, infer_roles
 
 ROWS = 300
@@ -359,3 +365,36 @@ def test_no_features_left_is_an_error() -> None:
 def test_unknown_resampling_is_an_error() -> None:
     with pytest.raises(TrainError, match="unknown resampling 'adasyn'"):
         build_pipeline(None, LogisticRegression(), resample="adasyn")  # type: ignore[arg-type]
+
+
+def test_a_log_target_model_learns_log_y_and_predicts_on_the_original_scale() -> None:
+    frame, _ = _frame()
+    price = np.exp(3.0 + 0.02 * frame["charges"].to_numpy())
+    roles = infer_roles(frame[["charges", "plan"]])
+
+    def pipeline() -> Pipeline:
+        pre = build_preprocessor(roles, FeatureOptions(), task="regression", seed=0)
+        return build_pipeline(pre, LinearRegression())
+
+    model = with_target_transform(pipeline(), "log").fit(frame, price)
+    on_log = pipeline().fit(frame, np.log(price))
+    np.testing.assert_allclose(model.predict(frame), np.exp(on_log.predict(frame)))
+    np.testing.assert_allclose(model.predict(frame), price, rtol=1e-9)  # log-linear: exact
+    assert pickle.loads(pickle.dumps(model)).predict(frame[:3]).shape == (3,)
+
+
+def test_no_target_transform_is_the_model_itself() -> None:
+    model = LinearRegression()
+    assert with_target_transform(model, "none") is model
+
+
+def test_a_log_transform_of_a_target_with_zeros_is_an_error() -> None:
+    with pytest.raises(TrainError, match="above 0") as info:
+        check_target_transform([5.0, 0.0, -1.0, np.nan], "log", task="regression", target="price")
+    assert info.value.fields == {"column": "price", "rows": 3}
+    assert info.value.hint is not None
+
+
+def test_a_log_transform_of_a_classification_target_is_an_error() -> None:
+    with pytest.raises(TrainError, match="applies to regression"):
+        check_target_transform([0, 1, 1], "log", task="binary", target="churn")

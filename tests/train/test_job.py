@@ -274,6 +274,64 @@ def test_a_regression_job_from_a_csv_file(tmp_path: Path) -> None:
     assert result.model_version is None
 
 
+def test_a_log_target_job_searches_on_log_y_and_scores_on_the_original_scale(
+    tmp_path: Path,
+) -> None:
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    X.iloc[:240].assign(progression=y[:240]).to_parquet(tmp_path / "diabetes.parquet")
+    job = TrainJobConfig.model_validate(
+        {
+            "file": "diabetes.parquet",
+            "target": "progression",
+            "target_transform": "log",
+            "search": {"method": "random", "n_trials": 2, "inner_folds": 2},
+            "candidates": [{"name": "ridge"}, {"name": "lightgbm", "params": {"n_estimators": 30}}],
+            "validation": {"folds": 3},
+        }
+    )
+    searched: list[np.ndarray] = []
+    real_search = job_module.search
+
+    def search(candidate: Any, task: Any, X: Any, y: Any, **kwargs: Any) -> Any:
+        searched.append(np.asarray(y))
+        return real_search(candidate, task, X, y, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(job_module, "search", search)
+        result = TrainingJob(project(tmp_path), "diabetes", job).run()
+    report = result.report_data
+    # The search saw log(y) of the training rows; everything scored sees y.
+    assert len(searched) == 2
+    np.testing.assert_allclose(searched[0], np.log(report.y_train))
+    assert isinstance(result.model, TransformedTargetRegressor)
+    features = X.iloc[:240]
+    np.testing.assert_allclose(
+        result.model.predict(features), np.exp(result.model.regressor_.predict(features))
+    )
+    # Holdout and CV metrics are on the original scale (progression 25-346, not its log).
+    assert report.holdout_pred.mean() == pytest.approx(report.y_holdout.mean(), rel=0.25)
+    assert result.holdout_metrics["rmse"] == pytest.approx(
+        skm.root_mean_squared_error(report.y_holdout, report.holdout_pred)
+    )
+    assert 30 < result.cv_summary[result.best]["rmse"][0] < 100
+    assert result.holdout_metrics["r2"] > 0.2
+
+
+def test_a_log_target_transform_needs_a_positive_target(tmp_path: Path) -> None:
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    frame = X.iloc[:60].assign(progression=y[:60] - 100)  # some at or below 0
+    frame.to_parquet(tmp_path / "diabetes.parquet")
+    job = TrainJobConfig.model_validate(
+        {"file": "diabetes.parquet", "target": "progression", "target_transform": "log"}
+    )
+    with pytest.raises(TrainError, match="needs a target above 0") as info:
+        TrainingJob(project(tmp_path), "diabetes", job).run()
+    assert info.value.fields["column"] == "progression"
+    assert info.value.fields["rows"] == int((frame["progression"] <= 0).sum())
+
+
 def test_an_all_null_feature_is_dropped_and_the_run_goes_on(tmp_path: Path) -> None:
     frame = cancer_frame(200).assign(empty=None)
     frame.to_parquet(tmp_path / "cancer.parquet")

@@ -13,6 +13,7 @@ from loopline.cli.ingest import ingest
 from loopline.cli.init import init
 from loopline.cli.models import models
 from loopline.cli.runs import runs
+from loopline.cli.train import train
 from loopline.cli.ui import ui
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.command()(init)
 app.command()(ingest)
 app.command()(runs)
 app.command()(demo)
+app.command()(train)
 app.command()(evaluate)
 app.add_typer(models)
 app.add_typer(ui)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from loopline.cli.console import console, fail
 from loopline.cli.ingest import rules_table, summary_table
+from loopline.cli.train import TrainProgress, cv_table, number
 from loopline.errors import LooplineError
+
+if TYPE_CHECKING:
+    from loopline.demo.run import DemoResult
 
 
 def demo(
@@ -17,19 +23,65 @@ def demo(
         "loopline-demo"
     ),
 ) -> None:
-    """Create a demo workspace with dirty sources, ingest them, and write the HTML report."""
+    """Ingest dirty sample sources, train and register a churn and a housing model.
+
+    Creates a demo workspace, ingests its five sources (ingestion report), loads the Telco
+    churn and Ames housing datasets, trains both jobs of its loopline.yaml with small demo
+    budgets (a training report each), and promotes both models to champion.
+    """
     from loopline.demo.run import run_demo
 
     try:
-        with console.status("ingesting the demo sources..."):
-            result = run_demo(folder)
+        with TrainProgress() as progress:
+            result = run_demo(folder, on_progress=progress)
     except LooplineError as exc:
         fail(exc)
     console.print(summary_table(result.runs))
     by_rule = rules_table(result.runs)
     if by_rule is not None:
         console.print(by_rule)
-    console.print(f"\nworkspace: {result.folder.resolve()}")
-    console.print(f"report:    [bold]{result.report.resolve()}[/]")
-    if any(r.status != "succeeded" for r in result.runs):
+    _print_training(result)
+    console.print(f"\nworkspace: {escape(str(result.folder.resolve()))}", soft_wrap=True)
+    for label, path in _labelled_reports(result):
+        console.print(
+            f"report:    [bold]{escape(str(path.resolve()))}[/] ({label})", soft_wrap=True
+        )
+    if any(r.status != "succeeded" for r in [*result.runs, *result.datasets]):
         raise typer.Exit(1)
+
+
+def _print_training(result: DemoResult) -> None:
+    datasets = Table(title="datasets loaded for training")
+    for col in ("job", "status", "read", "written"):
+        datasets.add_column(col, justify="left" if col in ("job", "status") else "right")
+    for run in result.datasets:
+        colour = "green" if run.status == "succeeded" else "red"
+        datasets.add_row(
+            escape(run.job),
+            f"[{colour}]{run.status}[/]",
+            f"{run.rows_read:,}",
+            f"{run.rows_written:,}",
+        )
+    console.print(datasets)
+    for trained in result.training:
+        console.print(cv_table(trained))
+        primary = trained.primary_metric
+        line = (
+            f"{escape(trained.job)}: best [bold]{escape(trained.best)}[/], holdout {primary} "
+            f"{number(trained.holdout_metrics[primary])}"
+        )
+        if trained.threshold is not None:
+            line += f", threshold {trained.threshold:.3f}"
+        if trained.model_name is not None:
+            line += f"; registered {escape(trained.model_name)} v{trained.model_version}"
+        console.print(line, soft_wrap=True)
+    for promotion in result.promotions:
+        colour = "green" if promotion.promoted else "yellow"
+        verdict = "promoted" if promotion.promoted else "not promoted:"
+        console.print(f"[{colour}]{verdict}[/] {escape(promotion.message)}", soft_wrap=True)
+
+
+def _labelled_reports(result: DemoResult) -> list[tuple[str, Path]]:
+    reports = [("ingestion", result.report)]
+    reports += [(f"training: {r.job}", r.report_path) for r in result.training if r.report_path]
+    return reports

@@ -130,6 +130,11 @@ class TrainJobConfig(_Spec):
     file: str | None = None
     target: str
     task: Task | None = Field(None, description="Inferred from the target when not given.")
+    target_transform: Literal["none", "log"] = Field(
+        "none",
+        description="Regression only. 'log': the model is trained on log(target) and predicts "
+        "on the original scale (every target value must be > 0); metrics stay on that scale.",
+    )
     drop: list[str] = Field(default_factory=list, description="Ids, leakage columns.")
     roles: FeatureRoles = Field(default_factory=FeatureRoles)
     features: FeatureOptions = Field(default_factory=FeatureOptions)

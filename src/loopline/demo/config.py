@@ -1,4 +1,5 @@
-"""The demo's loopline.yaml: five sources, their contracts and cleansing, three stores."""
+"""The demo's loopline.yaml: five sources, their contracts and cleansing, three stores, and
+two training jobs on packaged public datasets (Telco churn, Ames housing)."""
 
 DEMO_CONFIG = """\
 # loopline demo project (written by 'loopline demo'; edit and re-run 'loopline ingest --all').
@@ -97,4 +98,43 @@ ingest:
     cleanse:
       - {step: null_tokens}
     destination: {table: reviews, mode: merge, key: [review_id]}
+
+# Training jobs ('loopline train churn', 'loopline train housing'). Their tables are
+# public datasets that 'loopline demo' loads into the warehouse (loopline.datasets).
+# The search budgets below are DEMO BUDGETS, small so the demo runs in about a minute on
+# two cores: a few random trials, 2 inner folds, LightGBM with 150-200 trees. A real job
+# would keep the defaults (Optuna, 30 trials, 3 inner folds, up to 1,500 trees).
+train:
+  churn:
+    table: telco_churn                     # IBM Telco customer churn, 7,043 customers
+    target: churn
+    drop: [rownames]                       # the row id (the data holds no customer id)
+    candidates:
+      - {name: logistic}                   # searches C
+      - name: lightgbm
+        params: {n_estimators: 150}        # demo budget
+        search_space:
+          learning_rate: {float: [0.02, 0.1], log: true}
+          num_leaves: {int: [8, 32], log: true}
+          min_child_samples: {int: [10, 80], log: true}
+    search: {method: random, n_trials: 4, inner_folds: 2}   # demo budget
+    validation:
+      cv: stratified
+      folds: 5
+      threshold: {strategy: max_f1}
+    register_as: churn
+  housing:
+    table: ames                            # Ames house sales, 2,930 houses
+    target: Sale_Price
+    drop: [rownames]
+    candidates:
+      - {name: ridge}                      # searches alpha
+      - name: lightgbm
+        params: {n_estimators: 200}        # demo budget
+        search_space:
+          learning_rate: {float: [0.03, 0.1], log: true}
+          num_leaves: {int: [8, 32], log: true}
+    search: {method: random, n_trials: 4, inner_folds: 2}   # demo budget
+    validation: {cv: kfold, folds: 5}
+    register_as: housing
 """

@@ -1,15 +1,20 @@
-"""``loopline demo``: build the workspace, run every stage, write the report.
+"""``loopline demo``: build the workspace, run every stage, write the reports.
 
-Later capabilities (training, streaming, serving) add their stages here.
+Stages: ingest the five dirty sources (and write the ingestion report), load the Telco
+churn and Ames housing datasets, train the ``churn`` and ``housing`` jobs (each writes its
+training report and registers a challenger), promote both challengers to champion.
+Later capabilities (streaming, serving) add their stages here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from loopline.config import load_config
+from loopline.config import LooplineConfig, load_config
 from loopline.demo.api import ReviewsApi
 from loopline.demo.config import DEMO_CONFIG
 from loopline.demo.workspace import reviews, write_workspace
@@ -18,19 +23,51 @@ from loopline.ingest.ledger import RunRecord
 from loopline.ingest.pipeline import IngestPipeline
 from loopline.ingest.report import write_ingest_report
 
+if TYPE_CHECKING:
+    from loopline.demo.training import Promotion
+    from loopline.train.job import TrainResult
+
+Progress = Callable[[str, dict[str, Any]], None]
+"""``on_progress(event, payload)``: ``stage`` (payload ``text``) between stages, and every
+training event of :class:`~loopline.train.job.TrainingJob` with the ``job`` added."""
+
 
 @dataclass
 class DemoResult:
     folder: Path
     runs: list[RunRecord]
     report: Path
+    datasets: list[RunRecord] = field(default_factory=list)
+    training: list[TrainResult] = field(default_factory=list)
+    promotions: list[Promotion] = field(default_factory=list)
 
 
-def run_demo(folder: Path) -> DemoResult:
-    """Create (or refresh) the demo workspace in ``folder`` and ingest every source."""
+def run_demo(folder: Path, *, on_progress: Progress | None = None) -> DemoResult:
+    """Create (or refresh) the demo workspace in ``folder`` and run every stage."""
+
+    def stage(text: str) -> None:
+        if on_progress is not None:
+            on_progress("stage", {"text": text})
+
     folder.mkdir(parents=True, exist_ok=True)
     write_workspace(folder)
     (folder / "loopline.yaml").write_text(DEMO_CONFIG, encoding="utf-8")
+    stage("ingesting the demo sources")
+    config, runs = _ingest(folder)
+    report = write_ingest_report(config, runs, folder / "reports" / "ingest.html")
+    result = DemoResult(folder=folder, runs=runs, report=report)
+    from loopline.demo.training import load_datasets, promote_challengers, train_jobs
+
+    stage("loading the Telco churn and Ames housing datasets")
+    result.datasets = load_datasets(config)
+    result.training = train_jobs(config, on_progress)
+    stage("promoting the challengers")
+    models = [r.model_name for r in result.training if r.model_name is not None]
+    result.promotions = promote_challengers(config, models)
+    return result
+
+
+def _ingest(folder: Path) -> tuple[LooplineConfig, list[RunRecord]]:
     runs: list[RunRecord] = []
     with ReviewsApi(reviews()) as api:
         env = {**os.environ, "LOOPLINE_DEMO_API": api.url.removesuffix("/reviews")}
@@ -43,5 +80,4 @@ def run_demo(folder: Path) -> DemoResult:
                 if pipeline.last_run is None:
                     raise
                 runs.append(pipeline.last_run)
-    report = write_ingest_report(config, runs, folder / "reports" / "ingest.html")
-    return DemoResult(folder=folder, runs=runs, report=report)
+    return config, runs

@@ -195,7 +195,8 @@ _TREE_SPACES: dict[str, dict[str, Any]] = {
     },
     "lightgbm": {
         **_BOOSTING_SPACE,
-        "num_leaves": _log_int(8, 128),
+        "n_estimators": _log_int(50, 1000),
+        "num_leaves": _log_int(4, 64),
         "min_child_samples": _log_int(5, 100),
     },
     "xgboost": {

@@ -39,7 +39,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.decomposition import PCA
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
@@ -61,6 +61,7 @@ from loopline.errors import MissingDependencyError, TrainError
 from loopline.train.roles import RoleAssignment
 
 Resample = Literal["none", "smote", "random_over", "random_under"]
+TargetTransform = Literal["none", "log"]
 
 MISSING_CATEGORY = "__missing__"
 TEXT_MAX_FEATURES = 200
@@ -139,6 +140,63 @@ def build_pipeline(
         [("preprocess", preprocessor), ("resample", sampler), ("model", estimator)]
     )
     return pipeline
+
+
+def with_target_transform(model: Any, transform: TargetTransform) -> Any:
+    """``model`` trained on the transformed target, predicting on the original scale.
+
+    ``none`` returns ``model`` itself; ``log`` a ``TransformedTargetRegressor`` that fits
+    ``model`` on ``log(y)`` and returns ``exp`` of its predictions, so every metric computed
+    on them is on the scale of ``y`` (RMSE in dollars for a price). A prediction of ``exp``
+    of the mean of log(y) is the geometric, not the arithmetic, mean: a log model trades a
+    small bias in dollars for errors that scale with the price.
+
+    >>> from sklearn.dummy import DummyRegressor
+    >>> model = with_target_transform(DummyRegressor(), "log").fit([[0], [1]], [1.0, 100.0])
+    >>> round(float(model.predict([[0]])[0]), 6)
+    10.0
+    """
+    if transform == "none":
+        return model
+    if transform != "log":
+        raise TrainError(f"unknown target transform {transform!r}", hint="use 'none' or 'log'")
+    return TransformedTargetRegressor(
+        regressor=model, func=np.log, inverse_func=np.exp, check_inverse=False
+    )
+
+
+def check_target_transform(y: Any, transform: TargetTransform, *, task: Task, target: str) -> None:
+    """Raise :class:`TrainError` when ``transform`` cannot apply to target ``y``.
+
+    ``log`` needs a regression task and a target above 0 everywhere.
+
+    >>> check_target_transform([3.0, 0.5], "log", task="regression", target="price")
+    >>> try:
+    ...     check_target_transform([3.0, 0.0], "log", task="regression", target="price")
+    ... except TrainError as exc:
+    ...     print(exc.fields["rows"])
+    1
+    """
+    if transform == "none":
+        return
+    if task != "regression":
+        raise TrainError(
+            f"target_transform {transform!r} applies to regression; the task is {task}",
+            column=target,
+            task=task,
+            hint="remove target_transform from the job, or set task: regression",
+        )
+    values = np.asarray(y, dtype=np.float64)
+    bad = ~(values > 0)
+    if bad.any():
+        smallest = float(np.nanmin(values)) if not np.isnan(values).all() else float("nan")
+        raise TrainError(
+            f"target_transform 'log' needs a target above 0; {target!r} has "
+            f"{int(bad.sum())} value(s) <= 0 (smallest {smallest:g})",
+            column=target,
+            rows=int(bad.sum()),
+            hint="use target_transform: none, or shift the target to be positive",
+        )
 
 
 class DatetimeParts(TransformerMixin, BaseEstimator):  # type: ignore[misc]

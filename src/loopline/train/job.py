@@ -24,6 +24,11 @@ Progress goes to ``on_progress(event, payload)``; nothing is printed. Events: ``
 ``roles``, ``split``, ``candidate``, ``trial``, ``fold``, ``candidate_done``, ``best``,
 ``threshold``, ``holdout``, ``logged``, ``registered``, ``report``.
 
+With ``target_transform: log`` (regression), every model is fitted on log(target) and
+predicts on the original scale (:func:`~loopline.train.features.with_target_transform`):
+the search scores its trials on log(target) (RMSE there is a relative error), while the
+outer CV, the holdout and the report score the predictions on the original scale.
+
 Note the search in step 4 sees every training row, so the outer-CV score of a heavily
 tuned candidate is slightly optimistic; the holdout score is the unbiased one.
 
@@ -62,7 +67,12 @@ from loopline.evaluate.threshold import ThresholdChoice, choose_threshold
 from loopline.train.catalog import check_candidate, make_estimator
 from loopline.train.data import TrainingData, load_training_frame
 from loopline.train.explain import tree_contributions
-from loopline.train.features import build_pipeline, build_preprocessor
+from loopline.train.features import (
+    build_pipeline,
+    build_preprocessor,
+    check_target_transform,
+    with_target_transform,
+)
 from loopline.train.projection import project_2d, projection_rows
 from loopline.train.publish import publish
 from loopline.train.ray_backend import executor_for
@@ -192,6 +202,7 @@ class TrainingJob:
         task = job.task or infer_task(frame[job.target])
         frame = frame[check_target(frame, job.target, task)]
         y, classes = encode_target(frame[job.target], task)
+        check_target_transform(y, job.target_transform, task=task, target=job.target)
         for candidate in self._candidate_configs(task):
             check_candidate(candidate.name, task)
         roles = infer_roles(frame, target=job.target, overrides=job.roles, drop=job.drop)
@@ -293,11 +304,13 @@ class TrainingJob:
             index=list(self._configs).index(key),
             total=len(self._configs),
         )
+        # The search fits the pipeline the shipped model wraps, on the target it learns.
+        y_search = np.log(prep.y_train) if job.target_transform == "log" else prep.y_train
         found = search(
             candidate,
             prep.task,
             prep.X_train,
-            prep.y_train,
+            y_search,
             pipeline_factory=lambda estimator: self._pipeline(prep, estimator),
             splitter=inner,
             scoring=sklearn_scoring(prep.primary),
@@ -348,6 +361,10 @@ class TrainingJob:
         resample = job.validation.imbalance.resample
         return build_pipeline(preprocessor, estimator, resample=resample, seed=job.seed)
 
+    def _model(self, prep: _Prepared, estimator: Any) -> Any:
+        """The pipeline as shipped: wrapped in the target transform when the job has one."""
+        return with_target_transform(self._pipeline(prep, estimator), self.job.target_transform)
+
     def _estimator(
         self, prep: _Prepared, candidate: CandidateConfig, params: dict[str, Any]
     ) -> Any:
@@ -371,7 +388,7 @@ class TrainingJob:
 
         def factory() -> Any:  # cross_validate calls it once per fold, in fold order
             self._progress("fold", candidate=key, fold=next(counter, -1), folds=folds)
-            return self._pipeline(prep, self._estimator(prep, candidate, params))
+            return self._model(prep, self._estimator(prep, candidate, params))
 
         return factory
 
@@ -381,7 +398,7 @@ class TrainingJob:
         method = self.job.validation.calibration
 
         def factory() -> Any:
-            pipeline = self._pipeline(prep, self._estimator(prep, candidate, best.best_params))
+            pipeline = self._model(prep, self._estimator(prep, candidate, best.best_params))
             if method != "none" and prep.task != "regression":
                 return calibrate(pipeline, method, cv=self.job.search.inner_folds)
             return pipeline
@@ -532,8 +549,11 @@ def _costs(job: TrainJobConfig, task: Task) -> tuple[float, float] | None:
 
 
 def _inner_pipeline(model: Any) -> Any:
+    """The fitted feature pipeline inside a calibrated or target-transformed model."""
     calibrated = getattr(model, "calibrated_classifiers_", None)
-    return calibrated[0].estimator if calibrated else model
+    if calibrated:
+        return calibrated[0].estimator
+    return getattr(model, "regressor_", model)  # TransformedTargetRegressor
 
 
 def _unique_names(names: list[str]) -> list[str]:
