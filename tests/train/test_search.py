@@ -324,3 +324,16 @@ def test_a_search_without_a_finite_score_says_why() -> None:
             search=SearchConfig(method="none"),
             seed=0,
         )
+
+
+def test_a_one_parameter_space_gets_at_most_ten_trials(
+    sparse_signal: tuple[np.ndarray, np.ndarray],
+) -> None:
+    X, y = sparse_signal
+    one = CandidateConfig(name="ridge", search_space={"alpha": {"float": [0.01, 100], "log": True}})
+    assert len(_run(one, X, y, method="random", n_trials=30).trials) == 10
+    two = CandidateConfig(
+        name="elastic_net",
+        search_space={"alpha": {"float": [0.01, 1.0]}, "l1_ratio": {"float": [0.1, 0.9]}},
+    )
+    assert len(_run(two, X, y, method="random", n_trials=30).trials) == 20

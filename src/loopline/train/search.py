@@ -6,6 +6,8 @@ Methods (``SearchConfig.method``):
 - ``grid``: every point of the grid (:func:`~loopline.train.search_space.grid_points`:
   all choices, three points per range); a grid larger than ``n_trials`` is cut to a
   seeded random subset of ``n_trials`` points, so ``n_trials`` caps every method.
+  A space of *d* searched parameters gets at most ``10·d`` trials (``TRIALS_PER_DIMENSION``):
+  a one-parameter space is mapped out long before 30.
 - ``random``: ``n_trials`` points drawn with ``seed``.
 - ``optuna``: TPE (``TPESampler(seed=seed)``, one study thread: TPE is reproducible under
   a seed only with ``n_jobs=1``) and, with ``pruning``, a ``MedianPruner`` fed the running
@@ -67,6 +69,8 @@ from loopline.train.catalog import default_space, make_estimator
 from loopline.train.search_space import Dimension, grid_points, parse_space, sample_points
 
 logger = logging.getLogger(__name__)
+TRIALS_PER_DIMENSION = 10
+"""A space of d searched parameters gets at most 10·d trials, whatever ``n_trials`` says."""
 
 TrialState = Literal["complete", "pruned", "failed"]
 FoldCallback = Callable[[int, list[float]], None]
@@ -201,6 +205,9 @@ def search(
         scorer=_scorer(scoring),
     )
     method = search.method if dims else "none"
+    if dims and search.n_trials > TRIALS_PER_DIMENSION * len(dims):
+        # A one-parameter space (ridge's alpha) is mapped out long before 30 trials.
+        search = search.model_copy(update={"n_trials": TRIALS_PER_DIMENSION * len(dims)})
     trials: list[Trial] = []
 
     def record(trial: Trial) -> None:
