@@ -336,6 +336,16 @@ def _run_point_batches(
             record(_trial(number, params, scores, 0.0, "complete", duration=duration))
 
 
+def _quiet_optuna() -> Any:
+    """Optuna, imported on first use with its per-trial INFO logging off."""
+    try:
+        import optuna
+    except ImportError as exc:
+        raise MissingDependencyError("optuna", "train") from exc
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
 def _run_optuna_batches(
     executor: Executor,
     scorer: FoldScorer,
@@ -344,13 +354,9 @@ def _run_optuna_batches(
     seed: int,
     record: Callable[[Trial], None],
 ) -> None:
-    try:
-        import optuna
-    except ImportError as exc:
-        raise MissingDependencyError("optuna", "train") from exc
+    optuna = _quiet_optuna()
     from loopline.train.search_space import suggest
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if config.pruning:
         logger.debug("pruning does not apply to trials run by an executor")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
@@ -382,14 +388,10 @@ def _run_optuna(
     seed: int,
     record: Callable[[Trial], None],
 ) -> None:
-    try:
-        import optuna
-    except ImportError as exc:
-        raise MissingDependencyError("optuna", "train") from exc
+    optuna = _quiet_optuna()
     from loopline.train.search_space import suggest
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner: optuna.pruners.BasePruner = (
+    pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
         if config.pruning
         else optuna.pruners.NopPruner()
@@ -398,7 +400,7 @@ def _run_optuna(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner
     )
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Any) -> float:  # an optuna.Trial
         params = {name: suggest(trial, name, dim) for name, dim in dims.items()}
         started = time.perf_counter()
 
