@@ -142,6 +142,10 @@ def test_a_binary_job_trains_compares_and_scores_on_the_holdout(
     assert report.importances
     assert report.projection is not None
     assert report.projection.points.shape == (report.n_train, 2)
+    (tsne,) = report.more_projections  # t-SNE beside PCA, on at most TSNE_ROWS rows
+    assert tsne.method == "tsne"
+    assert tsne.points.shape == (min(report.n_train, 500), 2)
+    assert "tsne projection of training rows" in result.report_path.read_text()  # type: ignore[union-attr]
     assert report.roles
     assert all(role == "numeric" for _, role, _ in report.roles)
     assert result.report_path is not None

@@ -65,7 +65,11 @@ def write_train_report(data: TrainReportData, path: Path) -> Path:
         "task_tables": [],
         "importance_figures": figs.importance_figures(data),
         "importance_table": _importances(data),
-        "projection": figs.projection_figure(data),
+        "projections": [
+            figure
+            for view in [data.projection, *data.more_projections]
+            if view is not None and (figure := figs.projection_figure(data, view)) is not None
+        ],
     }
     if data.task == "binary":
         context["task_figures"] = figs.binary_figures(data)

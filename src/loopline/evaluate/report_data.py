@@ -69,6 +69,7 @@ class TrainReportData:
     importances: list[FeatureImportance] = field(default_factory=list)
     tree_contributions: list[tuple[str, float]] = field(default_factory=list)
     projection: Projection | None = None
+    more_projections: list[Projection] = field(default_factory=list)
     mlflow_run_id: str | None = None
     model_version: str | None = None
     notes: list[str] = field(default_factory=list)

@@ -24,7 +24,7 @@ from sklearn import metrics as skm
 from loopline.evaluate import charts
 from loopline.evaluate.charts import Series
 from loopline.evaluate.metrics import RARE_POSITIVE_RATE, confusion
-from loopline.evaluate.report_data import TrainReportData
+from loopline.evaluate.report_data import Projection, TrainReportData
 from loopline.evaluate.threshold import cost_curve, precision_recall_points
 
 MAX_BARS = 25
@@ -294,9 +294,10 @@ def importance_figures(data: TrainReportData) -> list[Figure]:
     return figures
 
 
-def projection_figure(data: TrainReportData) -> Figure | None:
-    """The 2-D view coloured by label, with the exploration-only caption."""
-    projection = data.projection
+def projection_figure(data: TrainReportData, projection: Projection | None = None) -> Figure | None:
+    """A 2-D view (``data.projection`` by default) coloured by label, with the
+    exploration-only caption."""
+    projection = projection or data.projection
     if projection is None or len(projection.points) == 0:
         return None
     points = np.asarray(projection.points, dtype=float)

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -73,6 +73,7 @@ from loopline.train.features import (
     check_target_transform,
     with_target_transform,
 )
+from loopline.train.projection import DEFAULT_MAX_ROWS as DEFAULT_PROJECTION_ROWS
 from loopline.train.projection import project_2d, projection_rows
 from loopline.train.publish import publish
 from loopline.train.ray_backend import executor_for
@@ -81,6 +82,7 @@ from loopline.train.search import Trial, search
 from loopline.train.task import check_target, encode_target, infer_task
 
 log = logging.getLogger(__name__)
+TSNE_ROWS = 500
 
 Progress = Callable[[str, dict[str, Any]], None]
 Folds = list[tuple[NDArray[np.intp], NDArray[np.intp]]]
@@ -470,22 +472,36 @@ class TrainingJob:
             importances=importances,
             tree_contributions=contributions,
             projection=self._projection(prep, pipeline, notes),
+            more_projections=[
+                view
+                for view in [self._projection(prep, pipeline, notes, method="tsne")]
+                if view is not None
+            ],
             notes=notes,
             costs=_costs(job, prep.task),
         )
 
-    def _projection(self, prep: _Prepared, pipeline: Any, notes: list[str]) -> Projection | None:
+    def _projection(
+        self,
+        prep: _Prepared,
+        pipeline: Any,
+        notes: list[str],
+        *,
+        method: Literal["pca", "tsne"] = "pca",
+    ) -> Projection | None:
+        """PCA of up to 2,000 training rows; t-SNE of up to 500 (it costs O(n²))."""
         steps = getattr(pipeline, "steps", None)
         if not steps or len(prep.y_train) < 3:
             return None
-        rows = projection_rows(len(prep.y_train), seed=self.job.seed)
+        limit = TSNE_ROWS if method == "tsne" else DEFAULT_PROJECTION_ROWS
+        rows = projection_rows(len(prep.y_train), seed=self.job.seed, max_rows=limit)
         transformed = steps[0][1].transform(prep.X_train.iloc[rows])
         try:
-            points = project_2d(transformed, method="pca", seed=self.job.seed)
+            points = project_2d(transformed, method=method, seed=self.job.seed, max_rows=limit)
         except TrainError as exc:
-            notes.append(f"projection skipped: {exc}")
+            notes.append(f"{method} projection skipped: {exc}")
             return None
-        return Projection(method="pca", points=points, labels=_labels(prep, prep.y_train[rows]))
+        return Projection(method=method, points=points, labels=_labels(prep, prep.y_train[rows]))
 
     # ---- tracking, registry, report --------------------------------------------------------
 
