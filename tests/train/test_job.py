@@ -487,3 +487,23 @@ def test_telco_churn_logistic_reaches_the_published_roc_auc(tmp_path: Path) -> N
     assert result.report_data.positive_class == "Yes"
     assert result.cv_summary["logistic"]["roc_auc"][0] >= 0.83
     assert result.holdout_metrics["roc_auc"] >= 0.82
+
+
+@pytest.mark.slow
+def test_searching_on_a_local_ray_cluster_gives_the_sequential_result(
+    binary: tuple[TrainResult, Spied], cancer_project: LooplineConfig
+) -> None:
+    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+    result, _ = binary
+    job = TrainJobConfig.model_validate(
+        {
+            **BINARY_JOB,
+            "register_as": None,
+            "search": {**BINARY_JOB["search"], "ray_address": "local"},
+        }
+    )
+    on_ray = TrainingJob(cancer_project, "cancer", job).run()
+    assert not ray.is_initialized()  # the job stopped the cluster it started
+    # Random search evaluates the same points on the same folds: identical outcome.
+    assert on_ray.cv_summary == result.cv_summary
+    assert on_ray.best == result.best
