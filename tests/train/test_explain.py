@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lightgbm import LGBMClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from xgboost import XGBRegressor
 
@@ -78,3 +79,26 @@ def test_other_models_and_bare_estimators_give_nothing(frame: pd.DataFrame) -> N
     assert tree_contributions(pipe, frame) == []
     bare = LGBMClassifier(n_estimators=5, verbose=-1).fit(frame[["signal", "noise"]], y)
     assert tree_contributions(bare, frame[["signal", "noise"]]) == []
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0, n_jobs=1),
+        HistGradientBoostingClassifier(max_iter=20, random_state=0),
+    ],
+    ids=["random_forest", "hist_gradient_boosting"],
+)
+def test_scikit_learn_trees_get_shap_values_through_the_shap_package(
+    frame: pd.DataFrame, model: object
+) -> None:
+    import shap
+
+    y = (frame["signal"] > 0).astype(int)
+    pipe = pipeline(frame, model).fit(frame, y)  # type: ignore[attr-defined]
+    ranked = tree_contributions(pipe, frame)
+    assert ranked[0][0] == "numeric__signal"
+    transformed = pipe.steps[0][1].transform(frame.iloc[:200])  # type: ignore[attr-defined]
+    values = np.asarray(shap.TreeExplainer(pipe.steps[-1][1]).shap_values(transformed))  # type: ignore[attr-defined]
+    per_feature = np.abs(values).mean(axis=tuple(i for i in range(values.ndim) if i != 1))
+    assert dict(ranked)["numeric__signal"] == pytest.approx(per_feature[0])

@@ -1,13 +1,15 @@
-"""Per-feature contributions of tree-boosting models: native TreeSHAP, no ``shap`` package.
+"""Per-feature SHAP contributions of tree models (TreeSHAP).
 
 LightGBM (``predict(..., pred_contrib=True)``) and XGBoost (``pred_contribs=True``) compute
-exact SHAP values of their own trees. :func:`tree_contributions` runs the pipeline's
-preprocessing on a sample of rows, asks the fitted model for those values and returns the
+exact SHAP values of their own trees; scikit-learn's trees and forests (decision tree,
+random forest, extra trees, (histogram) gradient boosting) go through the ``shap`` package's
+``TreeExplainer`` on at most ``SKLEARN_SHAP_ROWS`` rows. :func:`tree_contributions` runs the
+pipeline's preprocessing on a sample of rows, asks the fitted model for those values and returns the
 mean absolute contribution of each *transformed* feature (``numeric__tenure``,
 ``categorical__contract_Month-to-month``), largest first. The values are in the model's raw
 output units (log-odds for classifiers, target units for regressors); for a multiclass
-model a feature's value is its mean over the classes. Other models (linear, scikit-learn
-trees) give an empty list: permutation importance covers every model.
+model a feature's value is its mean over the classes. Other models (linear ones) give an empty list:
+permutation importance covers every model.
 
 >>> import numpy as np
 >>> from lightgbm import LGBMRegressor
@@ -28,6 +30,15 @@ import numpy as np
 
 SHAP_ROWS = 1000
 """Explain at most this many rows (TreeSHAP costs rows × trees × leaves)."""
+SKLEARN_SHAP_ROWS = 200
+"""Fewer for scikit-learn forests, explained in Python by ``shap`` rather than natively."""
+_SKLEARN_TREES = (
+    "DecisionTree",
+    "RandomForest",
+    "ExtraTrees",
+    "GradientBoosting",
+    "HistGradientBoosting",
+)
 
 
 def tree_contributions(fitted_pipeline: Any, X_sample: Any) -> list[tuple[str, float]]:
@@ -49,6 +60,13 @@ def tree_contributions(fitted_pipeline: Any, X_sample: Any) -> list[tuple[str, f
     rows = X_sample.iloc[:SHAP_ROWS] if hasattr(X_sample, "iloc") else X_sample[:SHAP_ROWS]
     transformed = np.asarray(preprocess.transform(rows), dtype=np.float64)
     names = _names(preprocess, transformed.shape[1])
+    if kind == "sklearn":
+        per_class = _sklearn_shap(model, transformed[:SKLEARN_SHAP_ROWS])
+        if per_class is None:
+            return []
+        means = np.abs(per_class).mean(axis=(0, 1))
+        ranked = sorted(zip(names, means.tolist(), strict=True), key=lambda item: -item[1])
+        return [(name, float(value)) for name, value in ranked]
     if kind == "lightgbm":
         contrib = np.asarray(model.predict(transformed, pred_contrib=True), dtype=np.float64)
         width = transformed.shape[1] + 1
@@ -74,7 +92,21 @@ def _kind(model: Any) -> str | None:
         module = base.__module__.split(".")[0]
         if module in ("lightgbm", "xgboost"):
             return module
+        if module == "sklearn" and base.__name__.startswith(_SKLEARN_TREES):
+            return "sklearn"
     return None
+
+
+def _sklearn_shap(model: Any, transformed: np.ndarray) -> np.ndarray | None:
+    """SHAP values as ``(rows, classes, features)``; ``None`` without the ``shap`` package."""
+    try:
+        import shap
+    except ImportError:
+        return None
+    values = np.asarray(shap.TreeExplainer(model).shap_values(transformed), dtype=np.float64)
+    if values.ndim == 2:  # regression or a single-output classifier: (rows, features)
+        return values[:, None, :]
+    return np.moveaxis(values, -1, 1)  # (rows, features, classes) → (rows, classes, features)
 
 
 def _names(preprocess: Any, width: int) -> list[str]:
