@@ -490,6 +490,7 @@ def test_telco_churn_logistic_reaches_the_published_roc_auc(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.ray_cluster
 def test_searching_on_a_local_ray_cluster_gives_the_sequential_result(
     binary: tuple[TrainResult, Spied], cancer_project: LooplineConfig
 ) -> None:

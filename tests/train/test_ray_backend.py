@@ -27,6 +27,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 LOGISTIC_SPACE = {"C": {"float": [1e-3, 10.0], "log": True}}
 
+pytestmark = pytest.mark.ray_cluster  # run in their own pytest process (Makefile)
+
 
 class SerialExecutor:
     """The executor seam run in this process: the reference for batched Optuna."""

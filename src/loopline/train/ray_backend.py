@@ -57,6 +57,14 @@ ONE_THREAD_ENV: dict[str, dict[str, str]] = {
 }
 
 
+LENIENT_HEALTH_CHECKS = {
+    "health_check_period_ms": 5_000,
+    "health_check_timeout_ms": 30_000,
+    "health_check_failure_threshold": 20,
+}
+"""Ray's node health checks for a cluster loopline starts itself (on one machine)."""
+
+
 class RayExecutor:
     """A context manager that maps a function over items as Ray tasks.
 
@@ -103,7 +111,14 @@ class RayExecutor:
         options: dict[str, Any] = {"log_to_driver": False, "runtime_env": ONE_THREAD_ENV}
         local = self.address in (None, LOCAL)
         if local:
-            options.update(address=LOCAL, num_cpus=self.num_cpus, include_dashboard=False)
+            options.update(
+                address=LOCAL,
+                num_cpus=self.num_cpus,
+                include_dashboard=False,
+                # A busy laptop (or CI box) can stall the raylet for seconds; the default
+                # health check then declares the node dead and the driver exits with it.
+                _system_config=LENIENT_HEALTH_CHECKS,
+            )
         else:
             options.update(address=self.address)
         try:
