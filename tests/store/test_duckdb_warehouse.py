@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from tests.store.arrow_cases import every_type
 
 from loopline.errors import StoreError
 from loopline.store.duckdb_warehouse import DuckDBWarehouse
@@ -21,30 +20,6 @@ def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
     wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
     yield wh
     wh.close()
-
-
-def every_type() -> pa.Table:
-    return pa.table(
-        {
-            "s": pa.array(["a", "", None]),
-            "i64": pa.array([1, -(2**62), None], pa.int64()),
-            "i32": pa.array([1, 2**31 - 1, None], pa.int32()),
-            "f64": pa.array([0.1, 1e300, None]),
-            "b": pa.array([True, False, None]),
-            "d": pa.array([date(2024, 2, 29), date(1970, 1, 1), None]),
-            "ts_utc": pa.array(
-                [datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC), None, None],
-                pa.timestamp("us", "UTC"),
-            ),
-            "ts": pa.array([datetime(2024, 1, 1, 1, 2, 3, 4), None, None], pa.timestamp("us")),
-            "dec": pa.array([Decimal("12345.678"), Decimal("-0.001"), None], pa.decimal128(12, 3)),
-            "st": pa.array(
-                [{"a": 1, "b": "x"}, None, {"a": None, "b": "y"}],
-                pa.struct([("a", pa.int64()), ("b", pa.string())]),
-            ),
-            "l": pa.array([[1, 2], [], None], pa.list_(pa.int64())),
-        }
-    )
 
 
 def test_every_arrow_type_round_trips_exactly(warehouse: DuckDBWarehouse) -> None:

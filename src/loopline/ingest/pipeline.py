@@ -155,9 +155,10 @@ class IngestPipeline:
         failures: Counter[str] = Counter(run.rule_failures)
         warnings: Counter[str] = Counter(run.warnings)
         committed = 0
+        stored = destination.table_schema(dest.table)
         for chunk in source.read(destination.read_state(self.job_name)):
-            stored = destination.table_schema(dest.table)
-            result = self._process(chunk, stored)
+            batch_id = lineage.batch_id(self.job_name, chunk.position)
+            result = self._process(chunk, batch_id, stored)
             quarantine = result.quarantine.to_arrow() if result.quarantine.height else None
             data = result.data.to_arrow()
             run.rows_written += destination.commit_batch(
@@ -167,9 +168,13 @@ class IngestPipeline:
                 key=dest.key,
                 quarantine=quarantine,
                 job=self.job_name,
-                batch_id=lineage.batch_id(self.job_name, chunk.position),
+                batch_id=batch_id,
                 state=chunk.state,
             )
+            # The stored schema changes only when a commit creates the table or adds
+            # columns: re-read it then, not once per chunk.
+            if stored is None or not set(data.schema.names) <= set(stored.names):
+                stored = destination.table_schema(dest.table)
             committed += 1
             read = chunk.num_rows + chunk.num_rejects  # rows the source could not parse count
             run.rows_read += read
@@ -188,9 +193,8 @@ class IngestPipeline:
         if dest.mode == "replace" and committed:
             destination.finish_replace(table=dest.table, job=self.job_name)
 
-    def _process(self, chunk: Chunk, stored: pa.Schema | None) -> StageResult:
+    def _process(self, chunk: Chunk, batch_id: str, stored: pa.Schema | None) -> StageResult:
         now = datetime.now(UTC)
-        batch_id = lineage.batch_id(self.job_name, chunk.position)
         df = pl.from_arrow(chunk.data, rechunk=False)  # no copy of the text
         assert isinstance(df, pl.DataFrame)
         df = df.with_columns(
