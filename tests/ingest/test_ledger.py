@@ -137,3 +137,73 @@ def test_a_new_run_closes_the_jobs_interrupted_runs_as_failed(ledger: RunLedger)
     still = ledger.get(other_job.run_id)
     assert still is not None
     assert still.status == "running"
+
+
+def test_sqlite3_writes_the_schema_sqlalchemy_would(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from loopline.store.metadata import SQLITE_SCHEMA, ingest_runs
+
+    direct = sqlite3.connect(tmp_path / "direct.db")
+    for statement in SQLITE_SCHEMA:
+        direct.execute(statement)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'sa.db'}")
+    ingest_runs.create(engine)
+    engine.dispose()
+    via_sa = sqlite3.connect(tmp_path / "sa.db")
+    query = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+    try:
+        assert direct.execute(query).fetchall() == via_sa.execute(query).fetchall()
+    finally:
+        direct.close()
+        via_sa.close()
+
+
+def test_sqlite3_and_sqlalchemy_read_each_others_rows(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from loopline.store.metadata import ingest_runs
+
+    store = MetadataStore("sqlite:///m.db", base_dir=tmp_path)
+    try:
+        assert store.sqlite_path == tmp_path / "m.db"
+        ledger = RunLedger(store)
+        run = start(ledger)
+        run.status, run.rows_read = "succeeded", 5
+        run.rule_failures, run.state_after = {"régle": 2}, {"files": {"a": [1, None]}}
+        ledger.finish(run)
+        with store.engine.connect() as conn:  # written by sqlite3, read by SQLAlchemy
+            row = conn.execute(sa.select(ingest_runs)).mappings().one()
+        assert row["started_at"] == run.started_at.replace(tzinfo=None)
+        assert row["ended_at"] == run.ended_at.replace(tzinfo=None)  # type: ignore[union-attr]
+        assert (row["rule_failures"], row["state_after"]) == (run.rule_failures, run.state_after)
+        assert row["state_before"] == {"seen": ["a"]}
+        assert (row["schema_hash"], row["error"], row["rows_read"]) == (None, None, 5)
+        other = run.started_at + timedelta(seconds=1)
+        with store.engine.begin() as conn:  # written by SQLAlchemy, read by sqlite3
+            conn.execute(
+                ingest_runs.insert().values(
+                    run_id="r2", job="j", source="s", destination="d", started_at=other,
+                    status="failed", rows_read=1, rows_written=0, rows_quarantined=1,
+                    rows_deduplicated=0, rule_failures={}, warnings={"w": 1},
+                    state_before=None, error="boom",
+                )
+            )  # fmt: skip
+        back = ledger.get("r2")
+        assert back is not None
+        assert (back.started_at, back.ended_at, back.warnings) == (other, None, {"w": 1})
+        assert (back.state_before, back.state_after, back.error) == (None, None, "boom")
+    finally:
+        store.close()
+
+
+def test_a_sqlite_ledger_error_is_a_store_error(tmp_path: Path) -> None:
+    store = MetadataStore("sqlite:///m.db", base_dir=tmp_path)
+    ledger = RunLedger(store)
+    (tmp_path / "m.db").unlink()
+    (tmp_path / "m.db").mkdir()  # no longer a database file
+    with pytest.raises(StoreError, match="cannot start run in the run ledger") as info:
+        start(ledger)
+    assert info.value.fields["url"] == f"sqlite:///{tmp_path / 'm.db'}"

@@ -14,8 +14,9 @@ from tests.conftest import service_url
 from loopline.config import LooplineConfig, config_from_dict
 from loopline.config.contracts import RangeRule
 from loopline.errors import FatalRuleError
+from loopline.ingest import pipeline as pipeline_module
 from loopline.ingest.ledger import RunLedger
-from loopline.ingest.pipeline import IngestPipeline
+from loopline.ingest.pipeline import IngestPipeline, parse_types
 from loopline.store.destination import QUARANTINE_TABLE
 from loopline.store.metadata import MetadataStore
 from loopline.store.postgres_warehouse import APPLICATION_NAME
@@ -281,7 +282,8 @@ def test_schema_drift_is_reported_in_the_run_and_evolves_the_table(tmp_path: Pat
 
 def test_a_csv_run_into_duckdb_loads_no_parser_or_driver_it_does_not_use(tmp_path: Path) -> None:
     # Start-up is a large share of a batch run's CPU: other formats' parsers, the encoding
-    # detector (the file is UTF-8) and the PostgreSQL dialect must stay unloaded.
+    # detector (the file is UTF-8) and SQLAlchemy (the SQLite ledger uses sqlite3) must
+    # stay unloaded.
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.csv").write_text(CSV)
     script = f"""
@@ -293,8 +295,7 @@ cfg = config_from_dict({{"ingest": {{"a": {{"source": {{"type": "file", "path": 
     "destination": {{"table": "a"}}}}}}}}, project_dir=Path({str(tmp_path)!r}), env={{}})
 run = IngestPipeline(cfg, "a").run()
 assert run.rows_written == 6, run
-unused = ("lxml", "ijson", "charset_normalizer", "pyarrow.parquet",
-          "sqlalchemy.dialects.postgresql", "httpx")
+unused = ("lxml", "ijson", "charset_normalizer", "pyarrow.parquet", "sqlalchemy", "httpx")
 print(sorted(m for m in unused if m in sys.modules))
 """
     done = subprocess.run(
@@ -302,3 +303,125 @@ print(sorted(m for m in unused if m in sys.modules))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+TYPED_CSV = """id,x,y,t,d,z
+1, 1.5 ,2.5,2024-01-02T03:04:05,2024-01-02,inf
+2,N/A,,2024-01-02 03:04,2024-02-03,1
+3,??,NaN,2024-01-02,2024-03-04,2
+4,1e3,-0,,,3
+5,-2,1E+2,"2024-05-06T07:08:09.5",2024-05-06,N/A
+6,3,4.5,2024-01-01T00:00:00,2024-01-01,5
+"""
+TYPED_CONTRACT = {
+    "columns": {
+        "id": "int64",
+        "x": {"type": "float64", "min": 0},
+        "y": "float64",
+        "t": {"type": "datetime", "nullable": False},
+        "d": "date",
+        "z": "float64",
+    }
+}
+
+
+def typed_run(
+    tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch, *, shortcut: bool, **source: Any
+) -> tuple[Any, list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """A run of ``text`` with the typed-parsing shortcut on or off: run, rows, quarantine."""
+    (tmp_path / "data").mkdir(parents=True)
+    (tmp_path / "data" / "a.csv").write_text(text)
+    cfg = config_from_dict(
+        {
+            "ingest": {
+                "a": {
+                    "source": {"type": "file", "path": "data/a.csv", **source},
+                    "contract": TYPED_CONTRACT,
+                    "destination": {"table": "a"},
+                }
+            }
+        },
+        project_dir=tmp_path,
+        env={},
+    )
+    if not shortcut:
+        monkeypatch.setattr(pipeline_module, "parse_types", lambda *_: ({}, []))
+    pipeline = IngestPipeline(cfg, "a")
+    assert bool(pipeline._parse_types) == shortcut
+    run = pipeline.run()
+    monkeypatch.undo()
+    # Batch ids follow chunk boundaries: the same either way.
+    rows = [{k: v for k, v in r.items() if k != "_ingested_at"} for r in table(cfg, "a")]
+    rows.sort(key=lambda r: r["id"])
+    quarantine = sorted(
+        (q["_rule"], q["_column"], q["_raw_value"]) for q in table(cfg, QUARANTINE_TABLE)
+    )
+    return run, rows, quarantine
+
+
+def test_typed_csv_parsing_gives_what_the_text_path_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # y, t and d parse typed; x ('??') and z ('inf') fall back to text: same rows, same
+    # quarantine, same counts either way.
+    fast, fast_rows, fast_q = typed_run(tmp_path / "typed", TYPED_CSV, monkeypatch, shortcut=True)
+    slow, slow_rows, slow_q = typed_run(tmp_path / "text", TYPED_CSV, monkeypatch, shortcut=False)
+    assert fast_rows == slow_rows
+    assert fast_q == slow_q
+    assert (fast.rule_failures, fast.rows_written) == (slow.rule_failures, slow.rows_written)
+    assert fast.rule_failures == {"type:x": 1, "type:z": 1, "range:x": 1, "not_null:t": 1}
+    assert [(r["id"], r["y"]) for r in fast_rows] == [(2, None), (6, 4.5)]
+    assert fast.schema_hash == slow.schema_hash
+
+
+def test_a_typed_column_failing_late_is_read_again_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # > 1 MiB: the bad value is in a later block than the first, after typed batches went out;
+    # the rows held for the current chunk turn to text too, so chunks (and batch ids) match.
+    lines = [f"{i},{i}.5,{i % 7}.25,2024-01-02T03:04:05,2024-01-02,{i}" for i in range(60_000)]
+    lines[-2] = lines[-2].replace(".25,", "x,")  # y: '<n>x' does not parse
+    text = "id,x,y,t,d,z\n" + "\n".join(lines) + "\n"
+    assert len(text) > 2**21
+    fast, fast_rows, fast_q = typed_run(
+        tmp_path / "typed", text, monkeypatch, shortcut=True, batch_size=20_000
+    )
+    slow, slow_rows, slow_q = typed_run(
+        tmp_path / "text", text, monkeypatch, shortcut=False, batch_size=20_000
+    )
+    assert fast.rule_failures == slow.rule_failures == {"type:y": 1}
+    assert fast_q == slow_q == [("type:y", "y", f"{59_998 % 7}x")]
+    assert fast_rows == slow_rows
+    assert fast.rows_written == 59_999
+
+
+def test_parse_types_keeps_the_text_path_where_a_step_expects_text() -> None:
+    from loopline.config.cleanse import CleanseStep
+    from loopline.config.contracts import ContractConfig
+    from loopline.ingest.cleanse import default_string_steps
+
+    contract = ContractConfig.model_validate(
+        {
+            "columns": {
+                "f": "float64",
+                "t": "datetime",
+                "g": {"type": "datetime", "format": "%d/%m/%Y %H:%M"},
+                "n": "int64",
+                "s": "string",
+                "c": "float64",
+            }
+        }
+    )
+
+    def types(*steps: dict[str, Any]) -> list[str]:
+        specs = default_string_steps([CleanseStep.validate_python(s) for s in steps])
+        return sorted(parse_types(contract, specs)[0])
+
+    assert types() == ["c", "f", "t"]
+    assert types({"step": "trim"}) == ["c", "f", "t"]
+    assert types({"step": "case", "columns": ["c"], "to": "lower"}) == ["f", "t"]
+    assert types({"step": "trim", "columns": ["f"]}) == ["c", "t"]
+    assert types({"step": "rename", "mapping": {"s": "s2"}}) == []
+    assert types({"step": "normalize_unicode"}) == []
+    assert types({"step": "null_tokens", "columns": ["s"]}) == []
+    assert parse_types(None, default_string_steps([])) == ({}, [])

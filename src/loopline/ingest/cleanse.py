@@ -20,7 +20,7 @@ with their raw value; a malformed step raises :class:`~loopline.errors.ContractE
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -128,29 +128,42 @@ def validate_steps(steps: Sequence[CleanseStepSpec]) -> None:
 
 
 def apply_steps(
-    df: pl.DataFrame, steps: Sequence[CleanseStepSpec], *, phase: Literal["string", "value"]
+    df: pl.DataFrame,
+    steps: Sequence[CleanseStepSpec],
+    *,
+    phase: Literal["string", "value"],
+    unpadded: Collection[str] = frozenset(),
 ) -> StageResult:
     """Run the steps of one phase on ``df``, in declared order.
 
     ``phase="string"`` runs the steps in ``STRING_STEPS``, ``phase="value"`` the others.
-    The whole list is validated first, whatever the phase.
+    The whole list is validated first, whatever the phase. ``unpadded``: columns known to
+    hold no value with whitespace at either end (see :mod:`loopline.ingest.text_edges`),
+    where a first ``null_tokens`` step matches values without stripping them (the same
+    result, cheaper); it is ignored once another step has run.
     """
     validate_steps(steps)
     result = StageResult(data=df)
     for index, step in enumerate(steps):
         if (step.step in STRING_STEPS) == (phase == "string"):
-            _apply_step(result, step, _where(index, step))
+            _apply_step(result, step, _where(index, step), unpadded)
+            unpadded = frozenset()  # the step may have changed the values
     return result
 
 
-def _apply_step(result: StageResult, step: CleanseStepSpec, where: str) -> None:
+def _apply_step(
+    result: StageResult,
+    step: CleanseStepSpec,
+    where: str,
+    unpadded: Collection[str] = frozenset(),
+) -> None:
     df = result.data
     match step:
         case NullTokensStep():
             cols = _string_columns(df, step.columns, where)
-            tokens = pl.Series(step.tokens, dtype=pl.String)
+            tokens = pl.Series(step.tokens, dtype=pl.String).implode()
             result.data = df.with_columns(
-                pl.when(pl.col(c).str.strip_chars().is_in(tokens.implode()))
+                pl.when((pl.col(c) if c in unpadded else pl.col(c).str.strip_chars()).is_in(tokens))
                 .then(None)
                 .otherwise(pl.col(c))
                 .alias(c)

@@ -18,17 +18,30 @@ process leaves a visible ``running`` row) and updated when it ends.
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from loopline.errors import StoreError
-from loopline.store.metadata import RUN_STATUSES, MetadataStore, ingest_runs
+from loopline.store.metadata import RUN_STATUSES, MetadataStore
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+_COLUMNS = (
+    "run_id", "job", "source", "destination", "started_at", "ended_at", "status",
+    "rows_read", "rows_written", "rows_quarantined", "rows_deduplicated", "rule_failures",
+    "warnings", "state_before", "state_after", "schema_hash", "error",
+)  # fmt: skip
+_JSON_COLUMNS = frozenset({"rule_failures", "warnings", "state_before", "state_after"})
+_TIME_COLUMNS = frozenset({"started_at", "ended_at"})
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM ingest_runs"
+_STORE_HINT = "check that the metadata database is reachable and writable"
 
 
 @dataclass
@@ -70,7 +83,12 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 class RunLedger:
-    """Records ingest runs in the metadata database."""
+    """Records ingest runs in the metadata database.
+
+    On a SQLite file it talks ``sqlite3`` directly (SQLAlchemy stays unimported), writing
+    what SQLAlchemy would: times as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as
+    ``json.dumps`` text; anywhere else through SQLAlchemy Core.
+    """
 
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
@@ -93,16 +111,31 @@ class RunLedger:
             started_at=now,
             state_before=state_before,
         )
+        error = (
+            "interrupted: the process ended before the run finished; "
+            f"run {run.run_id} resumed from the last committed batch"
+        )
+        if self.store.sqlite_path is not None:
+            row = _sqlite_values(_row(run))
+            with self._sqlite("start run") as db:
+                db.execute(
+                    "UPDATE ingest_runs SET status = ?, ended_at = ?, error = ? "
+                    "WHERE job = ? AND status = ?",
+                    ("failed", _sqlite_time(now), error, job, "running"),
+                )
+                db.execute(
+                    f"INSERT INTO ingest_runs ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' * len(row))})",
+                    tuple(row.values()),
+                )
+            return run
+        from loopline.store.metadata_tables import ingest_runs
+
         with self._connect("start run") as conn:
             conn.execute(
                 ingest_runs.update()
                 .where(ingest_runs.c.job == job, ingest_runs.c.status == "running")
-                .values(
-                    status="failed",
-                    ended_at=now,
-                    error="interrupted: the process ended before the run finished; "
-                    f"run {run.run_id} resumed from the last committed batch",
-                )
+                .values(status="failed", ended_at=now, error=error)
             )
             conn.execute(ingest_runs.insert().values(**_row(run)))
         return run
@@ -119,19 +152,40 @@ class RunLedger:
             run.ended_at = datetime.now(UTC)
         values = _row(run)
         del values["run_id"]
-        with self._connect("finish run") as conn:
-            result = conn.execute(
-                ingest_runs.update().where(ingest_runs.c.run_id == run.run_id).values(**values)
+        if self.store.sqlite_path is not None:
+            row = _sqlite_values(values)
+            with self._sqlite("finish run") as db:
+                updated = db.execute(
+                    f"UPDATE ingest_runs SET {', '.join(f'{c} = ?' for c in row)} WHERE run_id = ?",
+                    (*row.values(), run.run_id),
+                ).rowcount
+        else:
+            from loopline.store.metadata_tables import ingest_runs
+
+            with self._connect("finish run") as conn:
+                updated = conn.execute(
+                    ingest_runs.update().where(ingest_runs.c.run_id == run.run_id).values(**values)
+                ).rowcount
+        if updated == 0:
+            raise StoreError(
+                "run is not in the ledger",
+                run_id=run.run_id,
+                hint="record it with RunLedger.start() first",
             )
-            if result.rowcount == 0:
-                raise StoreError(
-                    "run is not in the ledger",
-                    run_id=run.run_id,
-                    hint="record it with RunLedger.start() first",
-                )
 
     def list(self, *, job: str | None = None, limit: int = 50) -> list[RunRecord]:
         """The latest ``limit`` runs, newest first, optionally of one ``job``."""
+        if self.store.sqlite_path is not None:
+            where, params = ("WHERE job = ? ", (job,)) if job is not None else ("", ())
+            with self._sqlite("list runs") as db:
+                rows = db.execute(
+                    f"{_SELECT} {where}ORDER BY run_id DESC LIMIT ?", (*params, limit)
+                ).fetchall()
+            return [_sqlite_record(row) for row in rows]
+        import sqlalchemy as sa
+
+        from loopline.store.metadata_tables import ingest_runs
+
         query = sa.select(ingest_runs).order_by(ingest_runs.c.run_id.desc()).limit(limit)
         if job is not None:
             query = query.where(ingest_runs.c.job == job)
@@ -140,6 +194,14 @@ class RunLedger:
 
     def get(self, run_id: str) -> RunRecord | None:
         """The run ``run_id``, or ``None``."""
+        if self.store.sqlite_path is not None:
+            with self._sqlite("read run") as db:
+                found = db.execute(f"{_SELECT} WHERE run_id = ?", (run_id,)).fetchone()
+            return None if found is None else _sqlite_record(found)
+        import sqlalchemy as sa
+
+        from loopline.store.metadata_tables import ingest_runs
+
         query = sa.select(ingest_runs).where(ingest_runs.c.run_id == run_id)
         with self._connect("read run") as conn:
             row = conn.execute(query).mappings().first()
@@ -148,6 +210,8 @@ class RunLedger:
     @contextmanager
     def _connect(self, action: str) -> Iterator[sa.Connection]:
         """A transaction whose database errors become a :class:`StoreError`."""
+        import sqlalchemy as sa
+
         engine = self.store.engine
         try:
             with engine.begin() as conn:
@@ -156,7 +220,20 @@ class RunLedger:
             raise StoreError(
                 f"cannot {action} in the run ledger: {exc.orig}",
                 url=engine.url.render_as_string(hide_password=True),
-                hint="check that the metadata database is reachable and writable",
+                hint=_STORE_HINT,
+            ) from exc
+
+    @contextmanager
+    def _sqlite(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A ``sqlite3`` transaction (committed on success) whose errors are StoreErrors."""
+        try:
+            with closing(self.store.connect_sqlite()) as conn, conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot {action} in the run ledger: {exc}",
+                url=self.store.display_url,
+                hint=_STORE_HINT,
             ) from exc
 
 
@@ -182,7 +259,35 @@ def _row(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _record(row: sa.RowMapping) -> RunRecord:
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A time as SQLAlchemy stores it on SQLite: UTC wall time, microseconds, no zone."""
+    utc = _utc(value)
+    return None if utc is None else utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` (see :func:`_row`) as SQLAlchemy binds it on SQLite (JSON ``None`` is 'null')."""
+    out: dict[str, Any] = {}
+    for column, value in row.items():
+        if column in _JSON_COLUMNS:
+            out[column] = json.dumps(value)
+        elif column in _TIME_COLUMNS:
+            out[column] = _sqlite_time(value)
+        else:
+            out[column] = value
+    return out
+
+
+def _sqlite_record(values: tuple[Any, ...]) -> RunRecord:
+    row: dict[str, Any] = dict(zip(_COLUMNS, values, strict=True))
+    for column in _JSON_COLUMNS:
+        row[column] = None if row[column] is None else json.loads(row[column])
+    for column in _TIME_COLUMNS:
+        row[column] = None if row[column] is None else datetime.fromisoformat(row[column])
+    return _record(row)
+
+
+def _record(row: Mapping[Any, Any]) -> RunRecord:
     started = _utc(row["started_at"])
     assert started is not None  # NOT NULL column
     return RunRecord(

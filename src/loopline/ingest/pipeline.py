@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from loopline import lineage
 from loopline.config import STRING_STEPS, IngestJobConfig, LooplineConfig
+from loopline.config.cleanse import CleanseStepSpec, NullTokensStep, RenameStep, TrimStep
+from loopline.config.contracts import ContractConfig
 from loopline.errors import (
     ConfigError,
     LooplineError,
@@ -37,8 +39,9 @@ from loopline.ingest.contract import ContractEngine
 from loopline.ingest.ledger import RunLedger, RunRecord
 from loopline.ingest.quarantine import StageResult, parse_rule, rejects_to_quarantine
 from loopline.ingest.schema_drift import SchemaDrift
-from loopline.ingest.sources.base import Chunk
+from loopline.ingest.sources.base import Chunk, PrefersTypes
 from loopline.ingest.sources.factory import open_source
+from loopline.ingest.text_edges import unpadded_columns
 from loopline.store.destination import Destination
 from loopline.store.factory import open_destination
 from loopline.store.metadata import MetadataStore
@@ -79,6 +82,10 @@ class IngestPipeline:
             [s for s in job.cleanse if s.step in STRING_STEPS]
         )
         self._value_steps = [s for s in job.cleanse if s.step not in STRING_STEPS]
+        self._parse_types, self._null_tokens = parse_types(contract, self._string_steps)
+        self._tokens_first = bool(self._string_steps) and isinstance(
+            self._string_steps[0], NullTokensStep
+        )
 
     def run(self) -> RunRecord:
         """Ingest until the source is exhausted; the returned record is also in the ledger.
@@ -151,16 +158,20 @@ class IngestPipeline:
         source = open_source(
             source_name, self.config.job_source(self.job), base_dir=self.config.project_dir
         )
+        if self._parse_types and isinstance(source, PrefersTypes):
+            source.prefer_types(self._parse_types, self._null_tokens)
         dest = self.job.destination
         failures: Counter[str] = Counter(run.rule_failures)
         warnings: Counter[str] = Counter(run.warnings)
         committed = 0
         stored = destination.table_schema(dest.table)
+        # A destination that reads Arrow string views takes Polars' strings without a copy.
+        views = bool(getattr(destination, "accepts_string_views", False))
         for chunk in source.read(destination.read_state(self.job_name)):
             batch_id = lineage.batch_id(self.job_name, chunk.position)
             result = self._process(chunk, batch_id, stored)
             quarantine = result.quarantine.to_arrow() if result.quarantine.height else None
-            data = result.data.to_arrow()
+            data = to_arrow(result.data, views=views)
             run.rows_written += destination.commit_batch(
                 table=dest.table,
                 data=data,
@@ -209,7 +220,9 @@ class IngestPipeline:
             )
             counts = {parse_rule(chunk.rejects): parsed.height}
             stages.append(StageResult(data=df, quarantine=parsed, counts=counts))
-        stages.append(apply_steps(df, self._string_steps, phase="string"))
+        # Null tokens are matched unstripped in columns whose raw text has no padding.
+        unpadded = unpadded_columns(chunk.data) if self._tokens_first else frozenset()
+        stages.append(apply_steps(df, self._string_steps, phase="string", unpadded=unpadded))
         if self._engine is None:
             self._engine = ContractEngine.inferred(stages[-1].data, stored)
         stages.append(self._engine.coerce(stages[-1].data))
@@ -223,6 +236,55 @@ class IngestPipeline:
             for event in drift_events(checked.drift):
                 merged.warnings[event] = merged.warnings.get(event, 0) + chunk.num_rows
         return merged
+
+
+_PARSE_TYPES = {
+    "float64": pa.float64(),
+    "datetime": pa.timestamp("us", "UTC"),  # values without a zone are UTC, as in coercion
+    "date": pa.date32(),
+}
+
+
+def parse_types(
+    contract: ContractConfig | None, string_steps: list[CleanseStepSpec]
+) -> tuple[dict[str, pa.DataType], list[str]]:
+    """Columns a source may parse typed (a shortcut: the result is what text → null tokens
+    → coercion gives), and the null tokens that apply to them.
+
+    Float64, datetime and date columns of the contract qualify (without a ``format``), when
+    one ``null_tokens`` step covers every column and no string step names them (``trim`` of
+    every column is fine: a value that parses typed has no spaces to trim); a ``rename`` or
+    another all-column string step turns the shortcut off. Whatever does not parse typed
+    still goes the text way.
+
+    >>> from loopline.ingest.cleanse import default_string_steps
+    >>> contract = ContractConfig.model_validate(
+    ...     {"columns": {"x": "float64", "n": "int64", "t": {"type": "date", "format": "%d"}}})
+    >>> types, tokens = parse_types(contract, default_string_steps([]))
+    >>> types, tokens[:3]
+    ({'x': DataType(double)}, ['', 'N/A', 'NA'])
+    """
+    tokens = [s for s in string_steps if isinstance(s, NullTokensStep)]
+    if contract is None or len(tokens) != 1 or tokens[0].columns is not None:
+        return {}, []
+    named: set[str] = set()  # a step naming a column expects it to be text
+    for step in string_steps:
+        if isinstance(step, RenameStep):
+            return {}, []
+        columns = getattr(step, "columns", None)
+        if columns is not None:
+            named.update(columns)
+        elif not isinstance(step, NullTokensStep | TrimStep):
+            return {}, []  # e.g. normalize_unicode of every column
+    types = {
+        name: _PARSE_TYPES[spec.type]
+        for name, spec in contract.columns.items()
+        if spec.type in _PARSE_TYPES
+        and spec.format is None
+        and name not in named
+        and not lineage.is_lineage(name)
+    }
+    return types, list(tokens[0].tokens)
 
 
 def drift_events(drift: SchemaDrift) -> list[str]:
@@ -252,7 +314,29 @@ def merge_stages(stages: list[StageResult]) -> StageResult:
     )
 
 
+def to_arrow(frame: pl.DataFrame, *, views: bool = False) -> pa.Table:
+    """``frame`` as Arrow: strings as ``large_string``, or as zero-copy string views."""
+    if views:
+        return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    return frame.to_arrow()
+
+
+_SAME_TYPE = {"string_view": "large_string", "binary_view": "large_binary"}
+
+
 def schema_hash(schema: pa.Schema) -> str:
-    """A short hash of column names and types, lineage excluded (drift shows as a new hash)."""
-    text = ";".join(f"{f.name}:{f.type}" for f in schema if not lineage.is_lineage(f.name))
+    """A short hash of column names and types, lineage excluded (drift shows as a new hash).
+
+    String views hash as the large strings they hold, so the hash does not depend on how
+    the batch was handed over.
+
+    >>> schema_hash(pa.schema([("a", pa.string_view())])) == schema_hash(
+    ...     pa.schema([("a", pa.large_string())]))
+    True
+    """
+    text = ";".join(
+        f"{f.name}:{_SAME_TYPE.get(str(f.type), f.type)}"
+        for f in schema
+        if not lineage.is_lineage(f.name)
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

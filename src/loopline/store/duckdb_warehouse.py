@@ -37,6 +37,8 @@ class DuckDBWarehouse(SqlWarehouse):
     """Warehouse tables in the DuckDB database at ``path`` (parent folders are created)."""
 
     _db_errors = (duckdb.Error,)
+    accepts_string_views = True
+    """Batches may hold Arrow string views (Polars' own strings, handed over without a copy)."""
 
     def __init__(self, path: str | Path, *, threads: int = 1) -> None:
         memory = str(path) == ":memory:"
@@ -82,6 +84,16 @@ class DuckDBWarehouse(SqlWarehouse):
             return pa.table({})
         table: pa.Table = relation.to_arrow_table()
         return table
+
+    def _columns(self, table: str) -> list[str] | None:
+        # duckdb_columns() answers what the information_schema view does (tables and views
+        # of the current schema) at a quarter of its cost: this runs for every commit.
+        rows = self._con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = current_schema() AND table_name = $1 ORDER BY column_index",
+            [table],
+        ).fetchall()
+        return [str(row[0]) for row in rows] or None
 
     def _sql_types(self, schema: pa.Schema) -> list[str]:
         if len(schema) == 0:

@@ -221,3 +221,48 @@ def test_rejects_are_not_repeated_when_a_huge_row_makes_the_file_read_again() ->
 def test_without_a_reject_log_a_malformed_row_is_an_error() -> None:
     with pytest.raises(pa.ArrowInvalid, match="Expected 2 columns, got 3"):
         read_bytes(b"a,b\n1,2\n3,4,5\n")
+
+
+def read_typed(
+    data: bytes, types: dict[str, pa.DataType], nulls: list[str]
+) -> list[pa.RecordBatch]:
+    batches = read_csv(
+        lambda: pa.BufferReader(data),
+        CsvOptions(),
+        path="mem.csv",
+        column_types=types,
+        null_values=nulls,
+    )
+    return list(batches)
+
+
+TYPED = {"f": pa.float64(), "t": pa.timestamp("us"), "d": pa.date32()}
+
+
+def test_clean_columns_parse_typed_with_null_values_and_text_stays_text() -> None:
+    data = b'f,t,d,s\n1.5,2024-01-02T03:04:05,2024-01-02,N/A\nN/A,"",,""\n'
+    table = pa.Table.from_batches(read_typed(data, TYPED, ["", "N/A"]))
+    assert table.schema.types == [pa.float64(), pa.timestamp("us"), pa.date32(), pa.string()]
+    rows = table.to_pylist()
+    assert rows[1] == {"f": None, "t": None, "d": None, "s": ""}
+    assert rows[0]["s"] == "N/A"  # text columns never get nulls: null tokens are a later step
+
+
+def test_a_column_that_does_not_parse_or_is_not_finite_stays_text() -> None:
+    data = b"f,t,d\n1.5,2024-01-02,2024-1-2\ninf,2024-01-03,2024-01-03\n"
+    table = pa.Table.from_batches(read_typed(data, TYPED, []))
+    assert table.schema.types == [pa.string(), pa.timestamp("us"), pa.string()]
+    assert table.column("f").to_pylist() == ["1.5", "inf"]
+    assert table.column("d").to_pylist() == ["2024-1-2", "2024-01-03"]
+
+
+def test_a_typed_column_failing_in_a_later_block_continues_as_text() -> None:
+    rows = [f"{i}.5,{i}" for i in range(200_000)]
+    rows[-1] = "oops,-1"
+    data = ("f,n\n" + "\n".join(rows) + "\n").encode()
+    batches = read_typed(data, {"f": pa.float64()}, [])
+    assert batches[0].schema.field("f").type == pa.float64()
+    assert batches[-1].schema.field("f").type == pa.string()
+    values = [str(v) for b in batches for v in b.column(0).to_pylist()]
+    assert values == [r.split(",")[0] for r in rows]  # every row once, in order
+    assert [int(v) for b in batches for v in b.column(1).to_pylist()][-2:] == [199_998, -1]

@@ -14,7 +14,7 @@ could not parse (``REJECTS_SCHEMA``: line, raw text, reason); the pipeline quara
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,4 +58,14 @@ class Source(Protocol):
 
     def read(self, state: Mapping[str, Any] | None) -> Iterator[Chunk]:
         """Yield chunks of at most the configured size; never the whole input at once."""
+        ...
+
+
+@runtime_checkable
+class PrefersTypes(Protocol):
+    """A source that can parse some columns typed while they parse cleanly (CSV files)."""
+
+    def prefer_types(self, types: Mapping[str, pa.DataType], null_values: Sequence[str]) -> None:
+        """Parse ``types``' columns typed, ``null_values`` as nulls there; a column with a
+        value that does not parse stays text, as if this had not been asked."""
         ...

@@ -33,7 +33,7 @@ import csv as std_csv
 import glob
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,15 +169,22 @@ def fingerprint(path: Path) -> Fingerprint:
     return Fingerprint(size=size, sha256=digest.hexdigest())
 
 
-def rebatch(batches: Iterable[Any], batch_size: int) -> Iterator[pa.Table]:
+def rebatch(
+    batches: Iterable[Any], batch_size: int, *, to_text: bool = False
+) -> Iterator[pa.Table]:
     """Tables of exactly ``batch_size`` rows (the last one fewer), whatever came in.
 
     Boundaries depend only on the rows, so positions are stable across re-reads. A change
-    of schema ends the current table early. With no rows at all, one empty table carries
-    the columns (when known).
+    of schema ends the current table early; with ``to_text`` (CSV read typed), columns that
+    turn to text instead turn to text in the rows held too (their values all parsed, so
+    their canonical text parses back to the same values), keeping the boundaries. With no
+    rows at all, one empty table carries the columns (when known).
 
     >>> [t.num_rows for t in rebatch([pa.table({"a": range(7)})] * 2, 5)]
     [5, 5, 4]
+    >>> mixed = [pa.table({"a": [1.5, 2.0]}), pa.table({"a": ["x"]})]
+    >>> [t.column("a").to_pylist() for t in rebatch(mixed, 5, to_text=True)]
+    [['1.5', '2', 'x']]
     """
     pending: list[pa.Table] = []
     rows = 0
@@ -185,6 +192,9 @@ def rebatch(batches: Iterable[Any], batch_size: int) -> Iterator[pa.Table]:
     emitted = False
     for item in batches:
         table = item if isinstance(item, pa.Table) else pa.Table.from_batches([item])
+        if to_text and pending and _turned_to_text(schema, table.schema):
+            pending = [t.cast(table.schema) for t in pending]
+            schema = table.schema
         if schema is not None and not table.schema.equals(schema) and pending:
             yield pa.concat_tables(pending)
             emitted, pending, rows = True, [], 0
@@ -205,6 +215,16 @@ def rebatch(batches: Iterable[Any], batch_size: int) -> Iterator[pa.Table]:
         yield schema.empty_table()
 
 
+def _turned_to_text(before: pa.Schema, after: pa.Schema) -> bool:
+    """Whether ``after`` is ``before`` with some non-text columns now text, nothing else."""
+    if before.names != after.names or before.equals(after):
+        return False
+    return all(
+        old.type == new.type or (new.type == pa.string() and not pa.types.is_string(old.type))
+        for old, new in zip(before, after, strict=True)
+    )
+
+
 class FileSource:
     """Reads local CSV, JSON, XML and Parquet files in chunks of ``spec.batch_size`` rows."""
 
@@ -218,6 +238,18 @@ class FileSource:
         self.name = name
         self.spec = spec
         self.base_dir = Path(base_dir).absolute()
+        self._types: dict[str, pa.DataType] = {}
+        self._null_values: list[str] = []
+
+    def prefer_types(self, types: Mapping[str, pa.DataType], null_values: Sequence[str]) -> None:
+        """Parse these CSV columns typed while they parse cleanly (``null_values`` are nulls
+        there); a column with a value that does not parse is read as text, as without this.
+
+        The pipeline asks for the simple types a contract declares (float64, timestamp,
+        date), saving the text → type conversion; other formats ignore it.
+        """
+        self._types = dict(types)
+        self._null_values = list(null_values)
 
     def read(self, state: Mapping[str, Any] | None) -> Iterator[Chunk]:
         """Chunks of every file not yet ingested, file by file, in sorted order."""
@@ -273,7 +305,8 @@ class FileSource:
         if stamp.size == 0:
             return
         try:
-            yield from rebatch(self._batches(path, fmt, rejects), self.spec.batch_size)
+            batches = self._batches(path, fmt, rejects)
+            yield from rebatch(batches, self.spec.batch_size, to_text=fmt == "csv")
         except SourceError as exc:
             exc.fields = {"source": self.name, "path": str(path), **exc.fields}
             raise
@@ -296,7 +329,13 @@ class FileSource:
             tsv = path.with_suffix("").suffix if compression_of(path) else path.suffix
             delimiter = "\t" if tsv.lower() == ".tsv" else ","
             return read_csv(
-                opener, self.spec.csv, path=path, default_delimiter=delimiter, rejects=rejects
+                opener,
+                self.spec.csv,
+                path=path,
+                default_delimiter=delimiter,
+                rejects=rejects,
+                column_types=self._types,
+                null_values=self._null_values,
             )
         if fmt == "json":
             from loopline.ingest.sources.json import read_json
