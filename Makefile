@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
 
-.PHONY: demo test lint typecheck bench bench-train lock clean $(STAMP)
+.PHONY: demo test lint typecheck bench bench-train bench-stream lock clean $(STAMP)
 
 # Always synced (a no-op in ~0.1 s when nothing changed), so the environment is exactly the
 # lock's: what a bench run added is removed again before the tests, as on a fresh machine.
@@ -37,6 +37,10 @@ bench: $(STAMP)
 bench-train: $(STAMP)
 	$(UV) sync --frozen --all-extras --group bench --compile-bytecode
 	$(VENV)/bin/python benchmarks/train_tabular.py
+
+# Needs the Mosquitto broker on 127.0.0.1:1883 (pass ARGS="--url mqtt://host:port --jetstream").
+bench-stream: $(STAMP)
+	$(VENV)/bin/python benchmarks/stream_mqtt.py $(ARGS)
 
 lock:
 	$(UV) lock

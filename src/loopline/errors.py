@@ -14,6 +14,9 @@ The tree::
         ├── SchemaDriftError   a `freeze` policy met new, missing or retyped columns
         └── SinkError          a destination could not be written
             └── TransientSinkError     worth retrying (the connection was lost)
+    ├── StreamError            real-time pipelines
+    │   ├── TransportError     a broker could not be reached, subscribed or published to
+    │   └── DecodeError        a payload is not valid JSON / MessagePack (quarantined, not raised)
     ├── TrainError             a training job cannot run (bad target, single class, ...)
     ├── EvaluationError        a metric, split or comparison cannot be computed as asked
     └── RegistryError          model registry: unknown model / version / alias
@@ -101,6 +104,18 @@ class SinkError(IngestError):
 
 class TransientSinkError(SinkError):
     """A destination failure worth retrying on a new connection (the batch was rolled back)."""
+
+
+class StreamError(LooplineError):
+    """A real-time pipeline cannot run as configured."""
+
+
+class TransportError(StreamError):
+    """A broker could not be reached, subscribed or published to."""
+
+
+class DecodeError(StreamError):
+    """A payload is not valid JSON / MessagePack or not an object."""
 
 
 class TrainError(LooplineError):

@@ -13,6 +13,7 @@ from loopline.cli.ingest import ingest
 from loopline.cli.init import init
 from loopline.cli.models import models
 from loopline.cli.runs import runs
+from loopline.cli.stream import stream
 from loopline.cli.train import train
 from loopline.cli.ui import ui
 
@@ -49,6 +50,7 @@ app.command()(train)
 app.command()(evaluate)
 app.add_typer(models)
 app.add_typer(ui)
+app.add_typer(stream)
 
 
 def main() -> None:

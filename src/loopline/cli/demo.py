@@ -16,6 +16,7 @@ from loopline.errors import LooplineError
 
 if TYPE_CHECKING:
     from loopline.demo.run import DemoResult
+    from loopline.demo.streaming import StreamDemoResult
 
 
 def demo(
@@ -40,6 +41,8 @@ def demo(
     by_rule = rules_table(result.runs)
     if by_rule is not None:
         console.print(by_rule)
+    if result.stream is not None:
+        _print_stream(result.stream)
     _print_training(result)
     console.print(f"\nworkspace: {escape(str(result.folder.resolve()))}", soft_wrap=True)
     for label, path in _labelled_reports(result):
@@ -48,6 +51,46 @@ def demo(
         )
     if any(r.status != "succeeded" for r in [*result.runs, *result.datasets]):
         raise typer.Exit(1)
+
+
+def _print_stream(result: StreamDemoResult) -> None:
+    sent, seen = result.published, result.status
+    console.print(
+        f"\n[bold]stream[/] over {escape(result.transport)}: published {sent.total:,} "
+        f"({sent.valid:,} valid, {sent.duplicates:,} duplicates, {sent.malformed:,} malformed, "
+        f"{sent.late:,} late, {sent.out_of_order:,} out of order); stored {seen.stored:,}, "
+        f"dropped {seen.duplicates:,} duplicates, quarantined {seen.invalid:,}, "
+        f"late {seen.late_dropped:,} dropped + {seen.late_updated:,} updating their window, "
+        f"{seen.windows:,} windows, {seen.anomalies:,} anomalies, {seen.alerts:,} alerts",
+        soft_wrap=True,
+    )
+    if not result.windows.is_empty():
+        windows = Table(title="newest 10-second temperature windows (°C)")
+        for col in result.windows.columns:
+            windows.add_column(col, justify="left" if col == result.windows.columns[0] else "right")
+        for row in result.windows.iter_rows():
+            windows.add_row(*(f"{v:.2f}" if isinstance(v, float) else escape(str(v)) for v in row))
+        console.print(windows)
+    detection = Table(
+        title=f"anomaly detection vs the simulator's ground truth ({sent.anomalies} injected)"
+    )
+    for col in ("detector", "metrics", "flagged", "precision", "episodes found", "recall"):
+        detection.add_column(col, justify="left" if col in ("detector", "metrics") else "right")
+    for score in result.scores:
+        detection.add_row(
+            escape(score.detector),
+            ", ".join(score.metrics),
+            f"{score.flagged:,}",
+            f"{score.precision:.2f}",
+            f"{score.episodes_found}/{score.episodes}",
+            f"{score.recall:.2f}",
+        )
+    console.print(detection)
+    console.print(
+        "(recall: injected spike and level-shift episodes with a flagged reading; precision: "
+        "flagged readings on an injected anomaly or just after one ends; a sensor stuck inside "
+        "its normal range is not a point anomaly)"
+    )
 
 
 def _print_training(result: DemoResult) -> None:

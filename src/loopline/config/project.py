@@ -11,6 +11,7 @@ from loopline.config.contracts import ContractConfig
 from loopline.config.destinations import DestinationConfig
 from loopline.config.sources import SourceConfig
 from loopline.config.stores import AlertsConfig, StoresConfig
+from loopline.config.streams import GatewayConfig, StreamPipelineConfig
 from loopline.config.training import TrackingConfig, TrainJobConfig
 
 
@@ -41,6 +42,8 @@ class LooplineConfig(BaseModel):
     contracts: dict[str, ContractConfig] = Field(default_factory=dict)
     ingest: dict[str, IngestJobConfig] = Field(default_factory=dict)
     train: dict[str, TrainJobConfig] = Field(default_factory=dict)
+    streams: dict[str, StreamPipelineConfig] = Field(default_factory=dict)
+    gateways: dict[str, GatewayConfig] = Field(default_factory=dict)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     project_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -57,7 +60,19 @@ class LooplineConfig(BaseModel):
                     f"ingest.{name}.contract names '{job.contract}', which is not in 'contracts' "
                     f"(known: {sorted(self.contracts) or 'none'})"
                 )
+        for name, stream in self.streams.items():
+            if isinstance(stream.contract, str) and stream.contract not in self.contracts:
+                raise ValueError(
+                    f"streams.{name}.contract names '{stream.contract}', which is not in "
+                    f"'contracts' (known: {sorted(self.contracts) or 'none'})"
+                )
         return self
+
+    def stream_contract(self, stream: StreamPipelineConfig) -> ContractConfig | None:
+        """The contract of ``stream``, resolving a name against ``contracts``."""
+        if isinstance(stream.contract, str):
+            return self.contracts[stream.contract]
+        return stream.contract
 
     def job_source(self, job: IngestJobConfig) -> SourceConfig:
         """The source spec of ``job``, resolving a name against ``sources``."""

@@ -27,6 +27,12 @@ sources:
     records_path: $.data[*]
 
 contracts:
+  readings:                                # the stream pipeline's sensor readings
+    columns:
+      temperature: {type: float64, min: -40, max: 125}
+      humidity: {type: float64, min: 0, max: 100}
+      vibration: {type: float64, min: 0}
+      battery: {type: float64, min: 0, max: 100}
   customers:
     primary_key: [customer_id]
     columns:
@@ -137,4 +143,24 @@ train:
     search: {method: random, n_trials: 4, inner_folds: 2}   # demo budget
     validation: {cv: kfold, folds: 5}
     register_as: housing
+
+streams:
+  sensors:                                 # 'loopline stream run sensors'; the demo runs ~20 s
+    transport:
+      kind: mqtt
+      url: ${LOOPLINE_DEMO_MQTT:-mqtt://127.0.0.1:1883}
+      topics: ["loopline-demo/sensors/+/+"]
+      client_id: loopline-demo-sensors     # fixed id: a persistent session
+    metrics: [temperature, humidity, vibration]
+    contract: readings
+    windows:
+      - {kind: tumbling, size: 10s}
+      - {kind: sliding, size: 30s, slide: 10s, aggregates: [count, mean, p95]}
+    watermark: {delay: 2s, allowed_lateness: 15s, late_policy: update}
+    detectors:
+      - {kind: zscore, threshold: 4.0}
+      - {kind: ewma, threshold: 4.0}
+      - {kind: fixed, low: 12, high: 32, metrics: [temperature], warmup: 0}   # baseline
+    alerts: {cooldown: 30s}
+    sink: {max_rows: 2000, max_delay: 250ms}
 """

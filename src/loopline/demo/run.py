@@ -1,9 +1,10 @@
 """``loopline demo``: build the workspace, run every stage, write the reports.
 
-Stages: ingest the five dirty sources (and write the ingestion report), load the Telco
+Stages: ingest the five dirty sources (and write the ingestion report), stream ~20 s of
+simulated sensor readings through the ``sensors`` pipeline, load the Telco
 churn and Ames housing datasets, train the ``churn`` and ``housing`` jobs (each writes its
 training report and registers a challenger), promote both challengers to champion.
-Later capabilities (streaming, serving) add their stages here.
+Later capabilities (serving, monitoring) add their stages here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from loopline.ingest.pipeline import IngestPipeline
 from loopline.ingest.report import write_ingest_report
 
 if TYPE_CHECKING:
+    from loopline.demo.streaming import StreamDemoResult
     from loopline.demo.training import Promotion
     from loopline.train.job import TrainResult
 
@@ -40,9 +42,12 @@ class DemoResult:
     datasets: list[RunRecord] = field(default_factory=list)
     training: list[TrainResult] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
+    stream: StreamDemoResult | None = None
 
 
-def run_demo(folder: Path, *, on_progress: Progress | None = None) -> DemoResult:
+def run_demo(
+    folder: Path, *, on_progress: Progress | None = None, stream_seconds: float = 20.0
+) -> DemoResult:
     """Create (or refresh) the demo workspace in ``folder`` and run every stage."""
 
     def stage(text: str) -> None:
@@ -56,6 +61,10 @@ def run_demo(folder: Path, *, on_progress: Progress | None = None) -> DemoResult
     config, runs = _ingest(folder)
     report = write_ingest_report(config, runs, folder / "reports" / "ingest.html")
     result = DemoResult(folder=folder, runs=runs, report=report)
+    from loopline.demo.streaming import run_stream_demo
+
+    stage(f"streaming {stream_seconds:g} s of simulated sensor readings")
+    result.stream = run_stream_demo(config, seconds=stream_seconds)
     from loopline.demo.training import load_datasets, promote_challengers, train_jobs
 
     stage("loading the Telco churn and Ames housing datasets")

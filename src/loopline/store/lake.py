@@ -187,6 +187,36 @@ class ParquetLake:
     def close(self) -> None:
         self._tables.clear()
 
+    def read_since(
+        self, table: str, column: str, since: datetime, columns: Sequence[str] | None = None
+    ) -> pa.Table | None:
+        """Rows of ``table`` whose ``column`` is ``since`` or later (``columns`` of them that
+        exist, or all); ``None`` when the table does not exist (stream recovery)."""
+        import pyarrow.dataset as ds
+
+        _check_name(table, "table")
+        with _store_errors("read", table):
+            dt = self._open(self._uri(table))
+            if dt is None:
+                return None
+            dataset = dt.to_pyarrow_dataset()
+            names = dataset.schema.names
+            wanted = [c for c in columns if c in names] if columns is not None else None
+            bound = pa.scalar(since, type=dataset.schema.field(column).type)
+            return dataset.to_table(columns=wanted, filter=ds.field(column) >= bound)
+
+    def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
+        """Delete the rows of ``table`` whose ``column`` is before ``cutoff`` (retention) in
+        one commit; returns how many went (0 when the table does not exist)."""
+        _check_name(table, "table")
+        with _store_errors("delete old rows from", table):
+            dt = self._open(self._uri(table))
+            if dt is None:
+                return 0
+            when = cutoff.astimezone(UTC).isoformat()
+            metrics = dt.delete(f"`{column}` < '{when}'")
+            return int(metrics.get("num_deleted_rows", 0))
+
     # -- internals ---------------------------------------------------------------------
 
     def _commit_data(

@@ -262,6 +262,41 @@ class SqlWarehouse(ABC):
         value: dict[str, Any] = json.loads(rows.column(0)[0].as_py())
         return value
 
+    def read_since(
+        self, table: str, column: str, since: datetime, columns: Sequence[str] | None = None
+    ) -> pa.Table | None:
+        """Rows of ``table`` whose ``column`` is ``since`` or later (``columns`` of them that
+        exist, or all); ``None`` when the table does not exist (stream recovery)."""
+        self._check_name(table)
+        try:
+            existing = self._columns(table)
+        except self._db_errors as exc:
+            raise self._read_error(exc, f"cannot read: {_first_line(exc)}", table=table) from exc
+        if existing is None:
+            return None
+        wanted = [c for c in columns if c in existing] if columns is not None else existing
+        selected = ", ".join(quote_ident(c) for c in wanted) or "*"
+        return self.query(
+            f"SELECT {selected} FROM {quote_ident(table)} WHERE {quote_ident(column)} >= $1",
+            [since],
+        )
+
+    def delete_before(self, table: str, column: str, cutoff: datetime) -> int:
+        """Delete the rows of ``table`` whose ``column`` is before ``cutoff`` (retention);
+        returns how many went (0 when the table does not exist)."""
+        self._check_name(table)
+        where = f"FROM {quote_ident(table)} WHERE {quote_ident(column)} < $1"
+        try:
+            if self._columns(table) is None:
+                return 0
+            with self._transaction():
+                doomed = int(self._fetch(f"SELECT count(*) AS n {where}", [cutoff])[0][0].as_py())
+                if doomed:
+                    self._execute(f"DELETE {where}", [cutoff])
+        except self._db_errors as exc:
+            raise self._sink_error(exc, table, "delete old rows from") from exc
+        return doomed
+
     # -- writing -----------------------------------------------------------------------------
     def commit_batch(
         self,

@@ -1,0 +1,1 @@
+"""Real-time pipelines: transports, decoding, event-time windows, anomaly detectors, alerts."""

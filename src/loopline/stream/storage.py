@@ -1,0 +1,265 @@
+"""Where a stream pipeline's micro-batches land: readings, window aggregates, anomalies.
+
+A :class:`StreamSink` writes to one loopline destination (the warehouse or the lake, opened
+like an ingest job's) in three commits per micro-batch, in this order:
+
+1. window aggregates, ``merge`` on (``_source``, window, device, window_start, metric);
+2. anomalies, ``merge`` on (``_source``, msg_id, metric, detector);
+3. raw readings (``append``) together with the quarantine rows and the pipeline state
+   ``{"watermarks": {...}, "committed_at": ...}`` in ONE ``commit_batch`` (job
+   ``stream:<name>:w<worker>``; ``stream.<name>.w<worker>`` on the lake, whose names allow
+   no colon): readings and state are atomic.
+
+The first two are idempotent, so a crash between commits only means they are written again
+when the unacknowledged messages are redelivered. Every row carries the lineage columns
+``_source`` (``stream:<name>``), ``_batch_id`` and ``_ingested_at``; readings also keep
+``_topic``. :meth:`StreamSink.enforce_retention` deletes readings (by event time), windows
+(by ``window_end``) and anomalies (by ``event_time``) older than ``sink.retention``.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from loopline.config import LooplineConfig
+>>> from loopline.config.streams import StreamPipelineConfig
+>>> cfg = LooplineConfig(project_dir=Path(tempfile.mkdtemp()))
+>>> pipe = StreamPipelineConfig.model_validate(
+...     {"transport": {"kind": "memory"}, "metrics": ["temperature"]})
+>>> sink = StreamSink("demo", pipe, config=cfg)
+>>> sink.job, sink.source
+('stream:demo:w0', 'stream:demo')
+>>> sink.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import polars as pl
+import pyarrow as pa
+
+from loopline import lineage
+from loopline.config import DestinationConfig, LooplineConfig
+from loopline.config.streams import NatsTransportConfig, StreamPipelineConfig
+from loopline.errors import StreamError
+from loopline.ingest.quarantine import QUARANTINE_SCHEMA, empty_quarantine
+from loopline.store.destination import Destination
+from loopline.store.factory import open_destination
+
+log = logging.getLogger(__name__)
+
+ANOMALY_SCHEMA: dict[str, pl.DataType] = {
+    "device": pl.String(),
+    "metric": pl.String(),
+    "detector": pl.String(),
+    "event_time": pl.Datetime("us", "UTC"),
+    "value": pl.Float64(),
+    "score": pl.Float64(),
+    "msg_id": pl.String(),
+}
+"""Columns of an anomaly row (the sink adds the lineage columns)."""
+WINDOW_KEY = ("window", "window_start", "metric")
+ANOMALY_KEY = ("msg_id", "metric", "detector")
+TOPIC = "_topic"
+
+
+class _Ranged(Protocol):
+    """The two retention / recovery reads that warehouse and lake both offer."""
+
+    def read_since(
+        self, table: str, column: str, since: datetime, columns: list[str] | None = None
+    ) -> pa.Table | None: ...
+
+    def delete_before(self, table: str, column: str, cutoff: datetime) -> int: ...
+
+
+class StreamSink:
+    """Commits a stream pipeline's micro-batches to its destination (see the module doc).
+
+    ``destination``: an already open destination to use (tests), else one is opened from
+    ``pipeline.sink`` and the project's stores. ``worker`` defaults to the NATS worker index
+    (0 for MQTT / memory).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pipeline: StreamPipelineConfig,
+        *,
+        config: LooplineConfig,
+        destination: Destination | None = None,
+        worker: int | None = None,
+    ) -> None:
+        self.name = name
+        self.pipeline = pipeline
+        self.settings = pipeline.sink
+        transport = pipeline.transport
+        if worker is None:
+            worker = transport.worker if isinstance(transport, NatsTransportConfig) else 0
+        self.worker = worker
+        self.source = f"stream:{name}"
+        self.job = f"stream:{name}:w{worker}"
+        if self.settings.kind == "lake":  # lake job names allow letters, digits, _ . - only
+            self.job = re.sub(r"[^A-Za-z0-9_.-]", ".", self.job)
+        if destination is None:
+            spec = DestinationConfig(kind=self.settings.kind, table=self.settings.readings_table)
+            destination = open_destination(config.stores, spec, base_dir=config.project_dir)
+        self.destination = destination
+        self._last_retention = 0.0
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The state committed with this worker's last micro-batch, or ``None``."""
+        return self.destination.read_state(self.job)
+
+    def read_readings(
+        self, column: str, since: datetime, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        """This pipeline's stored readings whose ``column`` is ``since`` or later.
+
+        With NATS workers, only the partitions this worker consumes (from ``_topic``).
+        """
+        table = self._ranged().read_since(
+            self.settings.readings_table,
+            column,
+            since,
+            None if columns is None else [*columns, lineage.SOURCE, TOPIC],
+        )
+        if table is None or table.num_rows == 0:
+            return pl.DataFrame()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        if lineage.SOURCE in frame.columns:
+            frame = frame.filter(pl.col(lineage.SOURCE) == self.source)
+        transport = self.pipeline.transport
+        sharded = isinstance(transport, NatsTransportConfig) and transport.workers > 1
+        if sharded and TOPIC in frame.columns:
+            assert isinstance(transport, NatsTransportConfig)
+            part = pl.col(TOPIC).str.extract(r"\.(\d+)$").cast(pl.Int64, strict=False)
+            frame = frame.filter(part % transport.workers == transport.worker)
+        return frame
+
+    def read_table(self, table: str) -> pl.DataFrame:
+        """A whole table (tests, the demo, small device registries)."""
+        frame = pl.from_arrow(self.destination.read_table(table))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    # -- writing -------------------------------------------------------------------------
+
+    def commit(
+        self,
+        *,
+        readings: pl.DataFrame,
+        quarantine: pl.DataFrame,
+        windows: pl.DataFrame,
+        anomalies: pl.DataFrame,
+        watermarks: dict[str, str | None],
+        batch_id: str,
+    ) -> None:
+        """Commit one micro-batch: windows, anomalies, then readings + quarantine + state."""
+        now = datetime.now(UTC)
+        stamp = [
+            pl.lit(self.source, dtype=pl.String).alias(lineage.SOURCE),
+            pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(lineage.INGESTED_AT),
+        ]
+        if windows.height:
+            self.destination.commit_batch(
+                table=self.settings.windows_table,
+                data=_arrow(windows.with_columns(stamp)),
+                mode="merge",
+                key=[lineage.SOURCE, WINDOW_KEY[0], self.pipeline.device_field, *WINDOW_KEY[1:]],
+                quarantine=None,
+                job=f"{self.job}.windows",
+                batch_id=batch_id,
+                state=None,
+            )
+        if anomalies.height:
+            self.destination.commit_batch(
+                table=self.settings.anomalies_table,
+                data=_arrow(anomalies.with_columns(stamp)),
+                mode="merge",
+                key=[lineage.SOURCE, *ANOMALY_KEY],
+                quarantine=None,
+                job=f"{self.job}.anomalies",
+                batch_id=batch_id,
+                state=None,
+            )
+        state = {"watermarks": watermarks, "committed_at": now.isoformat()}
+        self.destination.commit_batch(
+            table=self.settings.readings_table,
+            data=_arrow(readings.with_columns(stamp)),
+            mode="append",
+            key=[],
+            quarantine=_arrow(quarantine.with_columns(stamp)) if quarantine.height else None,
+            job=self.job,
+            batch_id=batch_id,
+            state=state,
+        )
+
+    def enforce_retention(self, *, keep_after: datetime | None = None, force: bool = False) -> int:
+        """Delete rows older than ``sink.retention`` (at most once a minute unless
+        ``force``); never rows at or after ``keep_after`` (what recovery still needs)."""
+        retention = self.settings.retention
+        if not retention or (not force and time.monotonic() - self._last_retention < 60.0):
+            return 0
+        self._last_retention = time.monotonic()
+        cutoff = datetime.now(UTC) - timedelta(seconds=retention)
+        if keep_after is not None:
+            cutoff = min(cutoff, keep_after)
+        ranged = self._ranged()
+        deleted = 0
+        for table, column in (
+            (self.settings.readings_table, self.pipeline.time_field),
+            (self.settings.windows_table, "window_end"),
+            (self.settings.anomalies_table, "event_time"),
+        ):
+            deleted += ranged.delete_before(table, column, cutoff)
+        if deleted:
+            log.info("retention: deleted %d rows older than %s", deleted, cutoff.isoformat())
+        return deleted
+
+    def close(self) -> None:
+        self.destination.close()
+
+    def _ranged(self) -> _Ranged:
+        destination: Any = self.destination
+        if not (hasattr(destination, "read_since") and hasattr(destination, "delete_before")):
+            raise StreamError(
+                f"{type(destination).__name__} cannot serve a stream sink",
+                sink=self.settings.kind,
+                hint="use kind: warehouse or kind: lake (they offer read_since / delete_before)",
+            )
+        ranged: _Ranged = destination
+        return ranged
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as Arrow without all-null columns of no type (no table can store those)."""
+    untyped = [c for c, dtype in frame.schema.items() if dtype == pl.Null()]
+    return frame.drop(untyped).to_arrow()
+
+
+def rejects_to_quarantine(
+    rejects: pl.DataFrame, source: str, batch_id: str, now: datetime
+) -> pl.DataFrame:
+    """Quarantine rows for the messages the decoder rejected (rule, raw text, lineage)."""
+    if rejects.height == 0:
+        return empty_quarantine()
+    return rejects.select(
+        *[pl.col(c).cast(pl.String) for c in ("_rule", "_column", "_raw_value", "_record")],
+        pl.lit(source, dtype=pl.String).alias(lineage.SOURCE),
+        pl.lit(batch_id, dtype=pl.String).alias(lineage.BATCH_ID),
+        pl.lit(now, dtype=QUARANTINE_SCHEMA[lineage.INGESTED_AT]).alias(lineage.INGESTED_AT),
+    )
+
+
+def empty_anomalies() -> pl.DataFrame:
+    """An anomalies frame with no rows."""
+    return pl.DataFrame(schema=ANOMALY_SCHEMA)
+
+
+__all__ = ["ANOMALY_SCHEMA", "StreamSink", "empty_anomalies", "rejects_to_quarantine"]

@@ -1,0 +1,1 @@
+"""Transport implementations; :func:`open_transport` picks one from its config."""
