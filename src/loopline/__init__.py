@@ -10,6 +10,11 @@ The Python API mirrors ``loopline.yaml`` and the CLI::
 
     from loopline import TrainingJob                  # needs the 'train' extra
     result = TrainingJob(config, "churn").run()
+
+    import threading
+    from loopline import StreamProcessor              # needs the 'stream' extra
+    pipeline = config.streams["sensors"]
+    status = StreamProcessor("sensors", pipeline, config=config).run(threading.Event())
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -33,14 +38,24 @@ from loopline.ingest.pipeline import IngestPipeline
 
 if _TYPE_CHECKING:
     from loopline.registry import ModelRegistry
+    from loopline.stream.gateway import Gateway
+    from loopline.stream.processor import StreamProcessor
+    from loopline.stream.simulator import Simulator, SimulatorConfig
+    from loopline.stream.transports.factory import open_transport
     from loopline.train.job import TrainingJob, TrainResult
 
-# Training needs the 'train' extra (scikit-learn, LightGBM, MLflow ...): imported on first use,
-# so `import loopline` stays light for ingestion.
+# Training needs the 'train' extra (scikit-learn, LightGBM, MLflow ...), streaming the 'stream'
+# extra (paho-mqtt, nats-py, River ...): imported on first use, so `import loopline` stays
+# light for ingestion. name -> (module, extra)
 _LAZY = {
-    "ModelRegistry": "loopline.registry",
-    "TrainResult": "loopline.train.job",
-    "TrainingJob": "loopline.train.job",
+    "Gateway": ("loopline.stream.gateway", "stream"),
+    "ModelRegistry": ("loopline.registry", "train"),
+    "Simulator": ("loopline.stream.simulator", "stream"),
+    "SimulatorConfig": ("loopline.stream.simulator", "stream"),
+    "StreamProcessor": ("loopline.stream.processor", "stream"),
+    "TrainResult": ("loopline.train.job", "train"),
+    "TrainingJob": ("loopline.train.job", "train"),
+    "open_transport": ("loopline.stream.transports.factory", "stream"),
 }
 
 
@@ -51,10 +66,12 @@ def __getattr__(name: str) -> _Any:
 
     from loopline.errors import MissingDependencyError
 
+    module_name, extra = _LAZY[name]
     try:
-        module = importlib.import_module(_LAZY[name])
+        module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MissingDependencyError(exc.name or "a training library", "train") from exc
+        package = exc.name or f"a library of the {extra!r} extra"
+        raise MissingDependencyError(package, extra) from exc
     return getattr(module, name)
 
 
@@ -63,6 +80,7 @@ __all__ = [
     "ContractEngine",
     "DestinationConfig",
     "FileSourceConfig",
+    "Gateway",
     "HttpSourceConfig",
     "IngestJobConfig",
     "IngestPipeline",
@@ -70,11 +88,15 @@ __all__ = [
     "LooplineError",
     "ModelRegistry",
     "RunRecord",
+    "Simulator",
+    "SimulatorConfig",
     "SqlSourceConfig",
+    "StreamProcessor",
     "TrainResult",
     "TrainingJob",
     "__version__",
     "config_from_dict",
     "load_config",
+    "open_transport",
 ]
 __version__ = "0.1.0"

@@ -50,6 +50,14 @@ def test_demo_ingests_trains_registers_and_writes_the_reports(tmp_path: Path) ->
         assert "<svg" in trained.read_text()
     assert champions(folder / "loopline.yaml") == {"churn": "1", "housing": "1"}
 
+    # Streaming: every valid reading published was stored exactly once (duplicates and
+    # malformed payloads published too), windows were emitted and the detectors were judged.
+    sent = re.search(r"published ([\d,]+) \(([\d,]+) valid.*?; stored ([\d,]+),", result.output)
+    assert sent is not None, result.output
+    assert sent.group(2) == sent.group(3)
+    assert "newest 10-second temperature windows" in result.output
+    assert "anomaly detection vs the simulator's ground truth" in result.output
+
     # A second run is idempotent for ingestion (incremental sources skip what they have,
     # merges upsert, the datasets are not read again); the retrained models (same seed,
     # same scores) pass the gate against the first champions and replace them.

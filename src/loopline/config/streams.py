@@ -262,7 +262,6 @@ class StreamSinkConfig(_Spec):
     max_delay: Duration = 0.5
     retention: Duration = 0.0
     dedupe_window: Duration = 600.0
-    queue_capacity: int = Field(20_000, ge=100)
 
 
 class DeadLetterConfig(_Spec):
