@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from loopline.cli.console import console, err_console, fail, print_json
@@ -18,8 +19,9 @@ from loopline.cli.project import project_config
 from loopline.errors import ConfigError, LooplineError
 
 if TYPE_CHECKING:
-    from loopline.config import LooplineConfig, StreamPipelineConfig
+    from loopline.config import LooplineConfig, NatsTransportConfig, StreamPipelineConfig
     from loopline.stream.status import StreamStatus
+    from loopline.stream.transport import Transport
 
 stream = typer.Typer(
     name="stream",
@@ -59,6 +61,31 @@ def _pipeline(cfg: LooplineConfig, name: str) -> StreamPipelineConfig:
     return cfg.streams[name]
 
 
+def _with_worker(
+    name: str, spec: StreamPipelineConfig, worker: int | None, workers: int | None
+) -> StreamPipelineConfig:
+    """``spec`` with ``--worker`` / ``--workers`` applied (NATS partitions only)."""
+    if worker is None and workers is None:
+        return spec
+    transport = spec.transport
+    if transport.kind != "nats":
+        raise ConfigError(
+            f"--worker / --workers split a NATS pipeline's partitions; pipeline {name!r} "
+            f"reads {transport.kind}",
+            hint="to share an MQTT stream between processors set transport.shared_group",
+        )
+    changes = {k: v for k, v in {"worker": worker, "workers": workers}.items() if v is not None}
+    try:
+        updated = type(transport).model_validate(transport.model_dump() | changes)
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise ConfigError(
+            f"bad --worker / --workers for pipeline {name!r}: {problems}",
+            hint="worker is an index from 0 to workers - 1",
+        ) from exc
+    return spec.model_copy(update={"transport": updated})
+
+
 def _status_json(status: StreamStatus) -> dict[str, Any]:
     return {k: v for k, v in vars(status).items() if not k.startswith("_")}
 
@@ -89,15 +116,7 @@ def run(
         from loopline.stream.processor import StreamProcessor
 
         cfg = project_config(config)
-        spec = _pipeline(cfg, pipeline)
-        if spec.transport.kind == "nats" and (worker is not None or workers is not None):
-            changes: dict[str, Any] = {}
-            if worker is not None:
-                changes["worker"] = worker
-            if workers is not None:
-                changes["workers"] = workers
-            transport = type(spec.transport).model_validate(spec.transport.model_dump() | changes)
-            spec = spec.model_copy(update={"transport": transport})
+        spec = _with_worker(pipeline, _pipeline(cfg, pipeline), worker, workers)
         if metrics_port is not None:
             spec = spec.model_copy(update={"metrics_port": metrics_port})
         processor = StreamProcessor(pipeline, spec, config=cfg)
@@ -143,6 +162,30 @@ def gateway(
     console.print(f"forwarded {stats.forwarded:,} messages ({stats.unroutable:,} unroutable)")
 
 
+class _PartitionPublisher:
+    """Publishes each simulated reading to its device's JetStream partition, as the gateway
+    does (a payload without a device goes to the partition of ``""``)."""
+
+    def __init__(
+        self, transport: Transport, config: NatsTransportConfig, device_field: str
+    ) -> None:
+        self._transport = transport
+        self._config = config
+        self._device_field = device_field
+
+    def publish(self, topic: str, payload: bytes, *, msg_id: str | None = None) -> None:
+        from loopline.stream.gateway import device_of
+        from loopline.stream.transports.nats import partition_of, partition_subject_of
+
+        device = device_of(topic, payload, level=None, field=self._device_field) or ""
+        partition = partition_of(device, self._config.partitions)
+        subject = partition_subject_of(self._config.subject_prefix, partition)
+        self._transport.publish(subject, payload, msg_id=msg_id)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self._transport.flush(timeout)
+
+
 @stream.command("simulate")
 def simulate(
     devices: Annotated[int, typer.Option(help="Number of simulated devices.")] = 50,
@@ -150,7 +193,11 @@ def simulate(
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 10,
     url: Annotated[str, typer.Option(help="MQTT broker URL.")] = "mqtt://127.0.0.1:1883",
     pipeline: Annotated[
-        str | None, typer.Option(help="Publish on this pipeline's transport instead of --url.")
+        str | None,
+        typer.Option(
+            help="Publish on this pipeline's transport instead of --url (NATS: to each "
+            "device's partition, as the gateway does)."
+        ),
     ] = None,
     topic: Annotated[str, typer.Option(help="Topic template.")] = "sensors/{site}/{device}",
     qos: Annotated[int, typer.Option(help="MQTT QoS (0 or 1).")] = 1,
@@ -174,11 +221,18 @@ def simulate(
         from loopline.stream.simulator import Simulator, SimulatorConfig
         from loopline.stream.transports.factory import open_transport
 
-        if pipeline is not None:
-            transport_config: Any = _pipeline(project_config(config), pipeline).transport
-            transport_config = transport_config.model_copy(update={"topics": []})
-        else:
-            transport_config = MqttTransportConfig(url=url, qos=1 if qos else 0)
+        spec = _pipeline(project_config(config), pipeline) if pipeline is not None else None
+        transport_config: Any = (
+            spec.transport
+            if spec is not None
+            else MqttTransportConfig(url=url, qos=1 if qos else 0)
+        )
+        if transport_config.kind == "memory":
+            raise ConfigError(
+                f"pipeline {pipeline!r} uses an in-process memory transport, which another "
+                "process cannot publish to",
+                hint="simulate into an MQTT or NATS pipeline, or use --url",
+            )
         sim = Simulator(
             SimulatorConfig(
                 devices=devices,
@@ -195,8 +249,11 @@ def simulate(
         )
         transport = open_transport(transport_config, subscribe=False)
         try:
+            publisher: Any = transport
+            if spec is not None and transport_config.kind == "nats":
+                publisher = _PartitionPublisher(transport, transport_config, spec.device_field)
             with _stop_on_signals() as stop:
-                report = sim.run(transport, truth_path=truth, stop=stop)
+                report = sim.run(publisher, truth_path=truth, stop=stop)
         finally:
             transport.close()
     except LooplineError as exc:

@@ -124,7 +124,11 @@ class Gateway:
         """Connect to JetStream (creating the stream), then subscribe on MQTT."""
         if not self._open:
             self.sink.open()
-            self.source.open()
+            try:
+                self.source.open()
+            except TransportError:
+                self.sink.close()  # don't leave the JetStream connection behind
+                raise
             self._open = True
 
     def close(self) -> None:

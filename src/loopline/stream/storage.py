@@ -11,10 +11,15 @@ like an ingest job's) in three commits per micro-batch, in this order:
    no colon): readings and state are atomic.
 
 The first two are idempotent, so a crash between commits only means they are written again
-when the unacknowledged messages are redelivered. Every row carries the lineage columns
-``_source`` (``stream:<name>``), ``_batch_id`` and ``_ingested_at``; readings also keep
-``_topic``. :meth:`StreamSink.enforce_retention` deletes readings (by event time), windows
-(by ``window_end``) and anomalies (by ``event_time``) older than ``sink.retention``.
+when the unacknowledged messages are redelivered. Scaled-out workers share one warehouse: the
+first write of a table by a worker may race another worker creating it (PostgreSQL refuses
+the second ``CREATE TABLE``), so that commit, rolled back, is tried once more and then finds
+the table.
+
+Every row carries the lineage columns ``_source`` (``stream:<name>``), ``_batch_id`` and
+``_ingested_at``; readings also keep ``_topic``. :meth:`StreamSink.enforce_retention`
+deletes readings (by event time), windows (by ``window_end``) and anomalies (by
+``event_time``) older than ``sink.retention``.
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -43,9 +48,9 @@ import pyarrow as pa
 from loopline import lineage
 from loopline.config import DestinationConfig, LooplineConfig
 from loopline.config.streams import NatsTransportConfig, StreamPipelineConfig
-from loopline.errors import StreamError
+from loopline.errors import SinkError, StreamError, TransientSinkError
 from loopline.ingest.quarantine import QUARANTINE_SCHEMA, empty_quarantine
-from loopline.store.destination import Destination
+from loopline.store.destination import QUARANTINE_TABLE, STATE_TABLE, Destination
 from loopline.store.factory import open_destination
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,7 @@ class StreamSink:
             destination = open_destination(config.stores, spec, base_dir=config.project_dir)
         self.destination = destination
         self._last_retention = 0.0
+        self._written: set[str] = set()  # tables this sink has committed to
 
     # -- reading -------------------------------------------------------------------------
 
@@ -167,7 +173,7 @@ class StreamSink:
             pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(lineage.INGESTED_AT),
         ]
         if windows.height:
-            self.destination.commit_batch(
+            self._commit_batch(
                 table=self.settings.windows_table,
                 data=_arrow(windows.with_columns(stamp)),
                 mode="merge",
@@ -178,7 +184,7 @@ class StreamSink:
                 state=None,
             )
         if anomalies.height:
-            self.destination.commit_batch(
+            self._commit_batch(
                 table=self.settings.anomalies_table,
                 data=_arrow(anomalies.with_columns(stamp)),
                 mode="merge",
@@ -189,7 +195,7 @@ class StreamSink:
                 state=None,
             )
         state = {"watermarks": watermarks, "committed_at": now.isoformat()}
-        self.destination.commit_batch(
+        self._commit_batch(
             table=self.settings.readings_table,
             data=_arrow(readings.with_columns(stamp)),
             mode="append",
@@ -199,6 +205,25 @@ class StreamSink:
             batch_id=batch_id,
             state=state,
         )
+
+    def _commit_batch(self, **batch: Any) -> None:
+        """``destination.commit_batch``, tried once more when it touched a table this sink
+        has not written yet: another worker may have created that table concurrently."""
+        tables = {batch["table"]}
+        if batch["quarantine"] is not None:
+            tables.add(QUARANTINE_TABLE)
+        if batch["state"] is not None:
+            tables.add(STATE_TABLE)
+        try:
+            self.destination.commit_batch(**batch)
+        except TransientSinkError:
+            raise  # the processor retries these on a new connection
+        except SinkError as exc:
+            if tables <= self._written:
+                raise
+            log.info("first commit to %s failed, trying once more: %s", sorted(tables), exc)
+            self.destination.commit_batch(**batch)
+        self._written |= tables
 
     def enforce_retention(self, *, keep_after: datetime | None = None, force: bool = False) -> int:
         """Delete rows older than ``sink.retention`` (at most once a minute unless
@@ -246,11 +271,18 @@ def _arrow(frame: pl.DataFrame) -> pa.Table:
 def rejects_to_quarantine(
     rejects: pl.DataFrame, source: str, batch_id: str, now: datetime
 ) -> pl.DataFrame:
-    """Quarantine rows for the messages the decoder rejected (rule, raw text, lineage)."""
+    """Quarantine rows for the messages the decoder rejected (rule, raw text, lineage).
+
+    NUL characters in the raw text are written as ``\\x00``: PostgreSQL text cannot hold
+    them, and a garbled payload must not fail the batch that quarantines it.
+    """
     if rejects.height == 0:
         return empty_quarantine()
     return rejects.select(
-        *[pl.col(c).cast(pl.String) for c in ("_rule", "_column", "_raw_value", "_record")],
+        *[
+            pl.col(c).cast(pl.String).str.replace_all("\x00", "\\x00", literal=True)
+            for c in ("_rule", "_column", "_raw_value", "_record")
+        ],
         pl.lit(source, dtype=pl.String).alias(lineage.SOURCE),
         pl.lit(batch_id, dtype=pl.String).alias(lineage.BATCH_ID),
         pl.lit(now, dtype=QUARANTINE_SCHEMA[lineage.INGESTED_AT]).alias(lineage.INGESTED_AT),
