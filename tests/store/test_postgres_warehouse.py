@@ -116,6 +116,18 @@ def test_view_strings_binary_and_unsigned_ints_are_loaded(warehouse: PostgresWar
 
 
 @pytest.mark.services
+def test_a_nul_character_in_text_is_stored_escaped_instead_of_failing_the_batch(
+    warehouse: PostgresWarehouse,
+) -> None:
+    data = pa.table({"id": pa.array([1, 2], pa.int64()), "s": ["a\x00b", "plain"]})
+
+    append(warehouse, data)
+
+    stored = warehouse.query("SELECT s FROM t ORDER BY id").column("s").to_pylist()
+    assert stored == ["a\\x00b", "plain"]
+
+
+@pytest.mark.services
 def test_tables_land_in_the_search_path_schema(
     warehouse: PostgresWarehouse, postgres_url: str
 ) -> None:

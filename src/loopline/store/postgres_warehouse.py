@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from loopline.errors import MissingDependencyError, SinkError, StoreError
@@ -118,7 +119,11 @@ def pg_type(dtype: pa.DataType) -> str:
 
 
 def _csv_ready(data: pa.Table) -> pa.Table:
-    """``data`` with every column in a form Arrow's CSV writer and ``COPY`` agree on."""
+    """``data`` with every column in a form Arrow's CSV writer and ``COPY`` agree on.
+
+    PostgreSQL text cannot hold a NUL character: it is written as the four characters
+    ``\\x00`` (a device or a file may well send one; refusing the whole batch would be worse).
+    """
     types = pa.types
     columns: list[pa.ChunkedArray] = []
     for column in data.columns:
@@ -138,6 +143,8 @@ def _csv_ready(data: pa.Table) -> pa.Table:
             or types.is_fixed_size_binary(dtype)
         ):
             column = _to_bytea_hex(column)
+        if types.is_string(column.type) or types.is_large_string(column.type):
+            column = pc.replace_substring(column, "\x00", "\\x00")
         columns.append(column)
     return pa.table(columns, names=data.column_names)
 
