@@ -24,7 +24,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from tests.conftest import service_url
-from tests.stream.mosquitto_server import free_port
+from tests.stream.private_server import free_port
 from typer.testing import CliRunner
 
 from loopline.cli.app import app

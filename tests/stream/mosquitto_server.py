@@ -12,36 +12,12 @@ touches the shared broker on 1883.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
+
+from tests.stream.private_server import PrivateServer, free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            raise RuntimeError(f"mosquitto exited with {proc.returncode}: {text[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -77,19 +53,20 @@ def make_certificates(folder: Path) -> None:
     )  # fmt: skip
 
 
-class PrivateMosquitto:
+class PrivateMosquitto(PrivateServer):
     """``/usr/sbin/mosquitto`` with a generated config in a temporary folder.
 
     ``users`` (name → password) turns anonymous access off and writes a password file with
     ``mosquitto_passwd``; ``tls=True`` adds a TLS listener with a fresh CA and server cert.
     """
 
+    prefix = "loopline-mosquitto-"
+    log_name = "mosquitto.log"
+
     def __init__(self, *, users: dict[str, str] | None = None, tls: bool = False) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="loopline-mosquitto-"))
-        self.port = free_port()
+        super().__init__()
         self.tls_port = free_port() if tls else None
         self.users = dict(users or {})
-        self._proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
     @property
@@ -105,12 +82,6 @@ class PrivateMosquitto:
     @property
     def ca_file(self) -> str:
         return str(self.dir / "ca.crt")
-
-    @property
-    def log(self) -> str:
-        """The broker's log so far (for assertion messages)."""
-        path = self.dir / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
     def _write_config(self) -> None:
         d = self.dir
@@ -150,52 +121,8 @@ class PrivateMosquitto:
             ]
         (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
-    def start(self) -> None:
-        """Start the broker (a no-op while it runs) and wait until every listener accepts."""
-        if self._proc is not None and self._proc.poll() is None:
-            return
-        self._proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in (self.port, self.tls_port):
-            if port is not None:
-                _wait_port(port, 10.0, self._proc, self.dir / "mosquitto.log")
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")]
 
-    def stop(self) -> None:
-        """Stop with SIGTERM, so mosquitto saves its persistence file; a no-op when stopped."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> PrivateMosquitto:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the broker and remove its folder."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def ports(self) -> list[int]:
+        return [p for p in (self.port, self.tls_port) if p is not None]

@@ -8,15 +8,10 @@ aggregation of the stored readings.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +19,7 @@ import polars as pl
 import pytest
 from tests.stream.mosquitto_server import PrivateMosquitto
 from tests.stream.stream_worker import assert_windows_exact, write_project
+from tests.stream.worker_process import WorkerProcess
 
 from loopline.config import load_config
 from loopline.config.streams import MqttTransportConfig
@@ -33,8 +29,6 @@ from loopline.stream.storage import StreamSink
 from loopline.stream.transports.factory import create_transport
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).with_name("stream_worker.py")
 METRICS = ["temperature", "humidity", "vibration"]
 NAME = "recovery"
 RM_KILL = 1000  # below the backlog: the restarted worker resumes a full unacked window
@@ -63,55 +57,6 @@ def _pipeline(url: str, prefix: str, **sink: Any) -> dict[str, Any]:
         "detectors": [{"kind": "zscore", "threshold": 5.0}],
         "sink": {"max_rows": 500, "max_delay": 0.2, **sink},
     }
-
-
-class _Worker:
-    """The processor as a subprocess, its status read from a JSON file."""
-
-    def __init__(self, project: Path, *extra: str) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.status_path = project / f"status-{tag}.json"
-        self.log_path = project / f"worker-{tag}.log"
-        with self.log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block it
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), str(project), NAME,
-                 "--status", str(self.status_path), "--idle-exit", "3", *extra],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def status(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.status_path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def wait_for(self, check: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (s := self.status()) and check(s):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"timed out; last status {self.status()}")
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def finish(self, timeout: float = 30.0) -> None:
-        """Wait for the idle exit (3 s without messages)."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        assert code == 0, self.log()
 
 
 class _Publisher(threading.Thread):
@@ -158,17 +103,17 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     prefix = f"rec/{uuid.uuid4().hex[:8]}"
     write_project(tmp_path, NAME, _pipeline(broker.url, prefix, receive_maximum=RM_KILL))
-    worker = _Worker(tmp_path)
+    worker = WorkerProcess(tmp_path, NAME)
     worker.wait_for(lambda s: True)  # subscribed: the persistent session exists
     publisher = _Publisher(broker.url, prefix, duplicate_fraction=0.02, out_of_order_fraction=0.05)
     publisher.start()
     try:
         worker.wait_for(lambda s: s["stored"] >= 400)
         worker.kill()  # between batches or mid-commit: whatever it was doing
-        worker = _Worker(tmp_path)
+        worker = WorkerProcess(tmp_path, NAME)
         worker.wait_for(lambda s: s["stored"] >= 300)
         worker.kill()
-        worker = _Worker(tmp_path)
+        worker = WorkerProcess(tmp_path, NAME)
         publisher.join(30)
         worker.finish()
     except AssertionError as exc:
@@ -216,7 +161,7 @@ def test_slow_sink_slows_intake_and_memory_stays_bounded(
     prefix = f"rec/{uuid.uuid4().hex[:8]}"
     window = 200
     write_project(tmp_path, NAME, _pipeline(broker.url, prefix, receive_maximum=window))
-    worker = _Worker(tmp_path, "--slow", "0.1")
+    worker = WorkerProcess(tmp_path, NAME, "--slow", "0.1")
     try:
         worker.wait_for(lambda s: True)
         baseline = worker.status()["rss_kib"]

@@ -12,14 +12,10 @@ windows equal a brute-force aggregation of its own devices' stored readings.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +25,7 @@ import pytest
 import yaml
 from tests.conftest import service_url
 from tests.stream.stream_worker import assert_windows_exact
+from tests.stream.worker_process import WorkerProcess
 
 from loopline.config import LooplineConfig, load_config
 from loopline.config.streams import GatewayConfig, MqttTransportConfig, NatsTransportConfig
@@ -43,8 +40,6 @@ from loopline.stream.transports.mqtt import MqttTransport
 from loopline.stream.transports.nats import NatsTransport, partition_of
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).with_name("stream_worker.py")
 NAME = "scale"
 METRICS = ["temperature", "humidity", "vibration"]
 PARTITIONS, WORKERS = 4, 2
@@ -278,52 +273,6 @@ def test_two_workers_share_the_partitions_with_exact_totals_and_windows(
     _assert_exact(_tables(load_config(tmp_path / "w0")), report, owner, crashed=False)
 
 
-class _Worker:
-    """``tests/stream/stream_worker.py`` as its own process, its status read from JSON."""
-
-    def __init__(self, project: Path) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.status_path = project / f"status-{tag}.json"
-        self.log_path = project / f"worker-{tag}.log"
-        with self.log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block it
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), str(project), NAME,
-                 "--status", str(self.status_path), "--idle-exit", "5"],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def status(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.status_path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def wait_for(self, check: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (s := self.status()) and check(s):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"timed out; last status {self.status()}\n{self.log()}")
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def finish(self, timeout: float = 30.0) -> None:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        assert code == 0, self.log()
-
-
 def test_a_worker_killed_mid_stream_and_restarted_keeps_totals_exact(
     tmp_path: Path, cluster: Cluster
 ) -> None:
@@ -331,7 +280,7 @@ def test_a_worker_killed_mid_stream_and_restarted_keeps_totals_exact(
     for w, folder in enumerate(projects):
         cluster.project(folder, w)
     gateway = _GatewayThread(cluster.gateway())
-    workers = [_Worker(folder) for folder in projects]
+    workers = [WorkerProcess(folder, NAME, idle_exit=5) for folder in projects]
     try:
         for worker in workers:
             worker.wait_for(lambda s: True)  # consumers exist, recovery done
@@ -344,7 +293,7 @@ def test_a_worker_killed_mid_stream_and_restarted_keeps_totals_exact(
         devices.start()
         workers[0].wait_for(lambda s: s["stored"] >= 300)
         workers[0].kill()  # between batches or mid-commit: whatever it was doing
-        workers[0] = _Worker(projects[0])
+        workers[0] = WorkerProcess(projects[0], NAME, idle_exit=5)
         devices.join(30)
         assert published
         gateway.wait_forwarded(published[0].total)

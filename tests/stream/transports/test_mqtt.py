@@ -14,7 +14,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from tests.conftest import service_url
-from tests.stream.mosquitto_server import PrivateMosquitto, free_port
+from tests.stream.mosquitto_server import PrivateMosquitto
+from tests.stream.private_server import free_port
 
 from loopline.config.streams import MqttTransportConfig, TlsOptions
 from loopline.errors import ConfigError, TransportError
