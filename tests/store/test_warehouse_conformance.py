@@ -27,6 +27,7 @@ def commit(
     job: str = "job",
     batch_id: str = "b1",
     state: dict[str, Any] | None = None,
+    new_batch: bool = False,
 ) -> int:
     return wh.commit_batch(
         table=table,
@@ -37,6 +38,7 @@ def commit(
         job=job,
         batch_id=batch_id,
         state=state,
+        new_batch=new_batch,
     )
 
 
@@ -84,6 +86,20 @@ def test_recommitting_a_batch_does_not_duplicate(warehouse: SqlWarehouse) -> Non
     commit(warehouse, batch, batch_id="b1")
 
     assert [r["id"] for r in rows(warehouse)] == [1, 2, 3]
+
+
+def test_a_new_batch_is_appended_without_looking_for_earlier_rows_of_its_id(
+    warehouse: SqlWarehouse,
+) -> None:
+    batch = pa.table({"id": [1, 2], "v": ["a", "b"]})
+    commit(warehouse, batch, batch_id="b1", new_batch=True)
+    # The caller's promise (a fresh id) is what keeps this from doubling: a second
+    # new_batch commit of the same id is not looked for, a plain re-commit replaces it.
+    commit(warehouse, batch, batch_id="b1", new_batch=True)
+    assert [r["id"] for r in rows(warehouse)] == [1, 1, 2, 2]
+
+    commit(warehouse, batch, batch_id="b1")
+    assert [r["id"] for r in rows(warehouse)] == [1, 2]
 
 
 def test_recommitting_an_empty_batch_removes_its_earlier_rows(warehouse: SqlWarehouse) -> None:
@@ -326,3 +342,31 @@ def test_large_append_goes_through_the_bulk_path(warehouse: SqlWarehouse) -> Non
 
     total = warehouse.query("SELECT count(*) AS n, sum(id) AS s, sum(amount) AS a FROM orders")
     assert total.to_pylist() == [{"n": n, "s": n * (n - 1) // 2, "a": n * 0.5}]
+
+
+def test_a_table_changed_by_another_writer_between_commits_is_written(
+    open_wh: OpenWarehouse,
+) -> None:
+    # The writer remembers its tables' columns; another writer's changes make its next
+    # commit fail once, and it runs again on fresh lookups.
+    writer, other = open_wh(), open_wh()
+    commit(writer, pa.table({"id": [1], "v": ["a"]}), state={"n": 1})
+    commit(other, pa.table({"id": [2], "v": ["b"], "extra": [7]}), batch_id="o1", job="other")
+    commit(writer, pa.table({"id": [3], "v": ["c"], "extra": [8]}), batch_id="b2", state={"n": 2})
+    assert rows(writer, columns="id, extra") == [
+        {"id": 1, "extra": None}, {"id": 2, "extra": 7}, {"id": 3, "extra": 8},
+    ]  # fmt: skip
+    other.query('DROP TABLE "orders"')
+    commit(writer, pa.table({"id": [4], "v": ["d"]}), batch_id="b3", state={"n": 3})
+    assert rows(writer) == [{"id": 4, "v": "d"}]
+    assert writer.read_state("job") == {"n": 3}
+
+
+def test_a_few_merge_rows_with_unique_keys_are_all_written(warehouse: SqlWarehouse) -> None:
+    data = pa.table({"id": [1, 2, 3], "k": ["a", "a", "b"], "v": ["x", "y", "z"]})
+    assert commit(warehouse, data, mode="merge", key=["id", "k"]) == 3
+    again = pa.table({"id": [1, 1], "k": ["a", "a"], "v": ["p", "q"]})
+    assert commit(warehouse, again, mode="merge", key=["id", "k"], batch_id="b2") == 1
+    assert rows(warehouse) == [
+        {"id": 1, "v": "q"}, {"id": 2, "v": "y"}, {"id": 3, "v": "z"},
+    ]  # fmt: skip

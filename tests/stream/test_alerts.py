@@ -22,6 +22,7 @@ from tests.conftest import service_url
 from loopline.config.streams import AlertConfig
 from loopline.errors import TransportError
 from loopline.store.metadata import MetadataStore
+from loopline.stream import alerts as alerts_module
 from loopline.stream.alerts import AlertManager, alert_id, list_alerts
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -53,6 +54,39 @@ def row(device: str, detector: str, msg_id: str, seconds: float, metric: str = "
 
 def manager(cooldown: float = 60.0, **options: Any) -> AlertManager:
     return AlertManager(AlertConfig(cooldown=cooldown, **options), pipeline="p", metadata=None)
+
+
+@pytest.mark.parametrize("min_detectors", [1, 2])
+def test_few_anomalies_alert_as_the_polars_grouping_does(
+    min_detectors: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    batches = []
+    for b in range(30):  # ties in time, repeated messages, two detectors, two metrics
+        n = int(rng.integers(1, 12))
+        rows_ = [
+            row(
+                f"d{rng.integers(3)}",
+                str(rng.choice(["zscore", "ewma"])),
+                f"m{b}-{rng.integers(6)}",
+                b * 20 + float(rng.integers(4)),
+                str(rng.choice(["temp", "hum"])),
+            )
+            for _ in range(n)
+        ]
+        frame = anomalies(*rows_).with_columns(pl.Series("score", rng.uniform(4, 9, n)))
+        batches.append(frame)
+    fast = manager(cooldown=30, min_detectors=min_detectors)
+    python_rows = [fast.offer(b).drop("raised_at") for b in batches]
+    monkeypatch.setattr(alerts_module, "FEW_ANOMALIES", 0)  # every batch through Polars
+    slow = manager(cooldown=30, min_detectors=min_detectors)
+    polars_rows = [slow.offer(b).drop("raised_at") for b in batches]
+    assert sum(f.height for f in python_rows) > 10
+    for got, expected in zip(python_rows, polars_rows, strict=True):
+        assert got.to_dicts() == expected.to_dicts()
+    assert fast.last_alert_ == slow.last_alert_
 
 
 def test_cooldown_is_per_device_metric_and_detector_in_event_time() -> None:

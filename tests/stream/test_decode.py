@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+import numpy as np
 import polars as pl
 import pytest
 
 from loopline.errors import DecodeError
+from loopline.stream import decode as decode_module
 from loopline.stream.decode import REJECTS_SCHEMA, decode_batch, payload_id
 from loopline.stream.transport import Delivery
 
@@ -166,6 +168,28 @@ def test_time_formats(value: Any, expected: datetime) -> None:
     out = decode(deliveries({"device": "d1", "ts": value}))
     assert out.rejects.height == 0
     assert out.frame["ts"].to_list() == [expected]
+
+
+def test_float_epochs_convert_exactly_as_the_polars_expression_does() -> None:
+    # seconds, ms and us; exact halves of a microsecond (rounded to even), out of range,
+    # NaN, infinities and nulls
+    rng = np.random.default_rng(0)
+    halves = np.round(rng.uniform(-1e12, 1e12, 500)) / 1e6 + 0.5e-6
+    edge = [0.5e-6, -0.5e-6, 1.5e-6, 2.5e-6, np.nan, np.inf, -np.inf, 9.3e18, 8.99e18, 1e11, 1e14]
+    values = np.concatenate(
+        [
+            rng.uniform(-2e9, 2e9, 500),
+            rng.uniform(1e11, 1e13, 200),
+            rng.uniform(1e14, 1e17, 200),
+            halves,
+            edge,
+            rng.uniform(-1e19, 1e19, 100),
+        ]
+    )
+    series = pl.Series("ts", [None if i % 97 == 0 else float(v) for i, v in enumerate(values)])
+    fast = decode_module.event_times(series)
+    assert fast.equals(decode_module._epoch_to_time(series, integer=False), check_names=True)
+    assert fast.null_count() > 10
 
 
 def test_iso_strings_with_and_without_offsets_mix_in_one_batch() -> None:

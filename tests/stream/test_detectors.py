@@ -13,6 +13,7 @@ import pytest
 
 from loopline.config.streams import DetectorConfig
 from loopline.errors import ConfigError, MissingDependencyError
+from loopline.stream import detectors as detectors_module
 from loopline.stream.detectors import (
     MAD_TO_SIGMA,
     MEAN_AD_TO_SIGMA,
@@ -100,6 +101,45 @@ def test_ewma_matches_the_python_reference_exactly() -> None:
     devices, values = noisy_stream()
     scores, _ = one("ewma", alpha=0.1).score_many(devices, values)
     np.testing.assert_array_equal(scores, reference_ewma(devices, values, 0.1))
+
+
+def test_ewma_of_many_short_device_runs_matches_the_reference_exactly() -> None:
+    # 300 devices: a few readings each, the NumPy stepping path (long runs use Polars)
+    devices, values = noisy_stream(n=1500, devices=300)
+    scores, _ = one("ewma", alpha=0.1).score_many(devices, values)
+    np.testing.assert_array_equal(scores, reference_ewma(devices, values, 0.1))
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 0.123, 0.3, 0.9])
+def test_ewm_steps_round_exactly_like_polars(alpha: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 30, 40)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    values = rng.normal(20.0, 5.0, lengths.sum()) * 1e3
+    stepped = detectors_module._ewm(values, starts, lengths, alpha)
+    monkeypatch.setattr(detectors_module, "_EWM_STEPS", 0)  # every run through Polars
+    np.testing.assert_array_equal(stepped, detectors_module._ewm(values, starts, lengths, alpha))
+
+
+def test_detectors_built_together_share_the_device_grouping_and_score_alike() -> None:
+    devices, values = noisy_stream(n=800, devices=12)
+    other = pl.Series("m2", [None if i % 7 == 0 else (i % 50) / 3 for i in range(800)])
+    columns = {"m": values, "m2": other}
+    configs = [DetectorConfig(kind="zscore", window=16), DetectorConfig(kind="ewma")]
+    shared = build_detectors(configs, ["m", "m2"])
+    assert len({id(d.grouping) for d in shared}) == 1  # type: ignore[attr-defined]
+    alone = {  # each on its own: a grouping of its own, never reused
+        (d.name, d.metric): build_detectors([c for c in configs if c.kind == d.name], [d.metric])[0]
+        for d in shared
+    }
+    for start in range(0, 800, 100):
+        batch = devices[start : start + 100]  # one Series per batch, as the processor passes
+        for detector in shared:
+            part = columns[detector.metric][start : start + 100]
+            got = detector.score_many(batch, part)
+            expected = alone[detector.name, detector.metric].score_many(batch.clone(), part)
+            np.testing.assert_array_equal(got[0], expected[0])
+            np.testing.assert_array_equal(got[1], expected[1])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -424,6 +424,29 @@ def test_random_stream_matches_brute_force_reference(
         assert max(o.rows["revision"].max() or 0 for o in outs) >= 1
 
 
+@pytest.mark.parametrize(("kind", "size", "slide"), [("tumbling", 10, None), ("sliding", 30, 10)])
+def test_small_batches_emit_each_window_once_and_buffer_only_open_windows(
+    kind: str, size: int, slide: int | None
+) -> None:
+    # 0.1 s apart, 5 per batch: most batches move the watermark past no window end
+    op = make_op(kind, size=size, slide=slide, delay=1, lateness=5, aggs=["count"])
+    emitted: list[pl.DataFrame] = []
+    for first in range(0, 2000, 5):
+        out = op.update(rows("d", [i / 10 for i in range(first, first + 5)], temp=[1.0] * 5))
+        if out.rows.height:
+            emitted.append(out.rows)
+    windows = pl.concat(emitted).filter(pl.col("window_start") >= T0)
+    assert windows["revision"].to_list() == [0] * windows.height
+    assert windows["window_start"].is_unique().all()
+    ends = secs(windows["window_end"])
+    assert ends[-1] == 190  # the watermark is at 198.9 s
+    assert set(windows["count"].to_list()) == {size * 10}
+    # rows whose windows are all final (end + lateness <= watermark) are gone
+    assert op._rows is not None
+    kept = op._rows.select(pl.from_epoch("_t", "us").dt.replace_time_zone("UTC"))["_t"]
+    assert min(secs(kept)) >= 198.9 - 5 - size
+
+
 def python_sessions(frame: pl.DataFrame, gap: float, cap: float) -> pl.DataFrame:
     out = []
     for (device,), group in frame.sort("ts").group_by(["device"]):

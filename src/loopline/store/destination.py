@@ -66,11 +66,14 @@ class Destination(Protocol):
         job: str,
         batch_id: str,
         state: dict[str, Any] | None,
+        new_batch: bool = False,
     ) -> int:
         """Write one batch atomically and idempotently; returns the rows written.
 
         New columns in ``data`` are added to the table. In ``replace`` mode rows go to a
-        staging table and ``state`` is held until :meth:`finish_replace`.
+        staging table and ``state`` is held until :meth:`finish_replace`. ``new_batch``: the
+        caller knows no row of ``batch_id`` was ever committed (a fresh id, first attempt),
+        so a destination may skip looking for earlier rows of it to replace.
         """
         ...
 

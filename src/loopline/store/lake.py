@@ -112,8 +112,11 @@ class ParquetLake:
         job: str,
         batch_id: str,
         state: dict[str, Any] | None,
+        new_batch: bool = False,
     ) -> int:
-        """Write one batch as one Delta commit; re-committing ``batch_id`` replaces it."""
+        """Write one batch as one Delta commit; re-committing ``batch_id`` replaces it.
+
+        ``new_batch`` is accepted for the protocol; the lake always replaces by predicate."""
         _check_name(table, "table")
         _check_name(job, "job")
         data = with_batch_id(data, batch_id)

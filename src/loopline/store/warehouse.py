@@ -40,6 +40,7 @@ from loopline.store.destination import (
 )
 
 INCOMING = "_ll_incoming"
+STATE_COLUMNS = ("job", "state", "batch_id", "updated_at")
 TYPE_CONFLICT_HINT = (
     "a column of the batch has a type the stored column cannot take; cast it in the "
     "contract, or rename the column so it becomes a new one"
@@ -137,6 +138,23 @@ class _HeldReplace:
     batch_id: str | None
 
 
+_FEW_ROWS = 64
+"""Up to this many rows, :func:`_last_per_key` checks the keys are unique in Python."""
+
+
+def _plain_key(dtype: pa.DataType) -> bool:
+    """Whether Python compares values of ``dtype`` as SQL does (no NaN, all hashable)."""
+    return bool(
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
+        or pa.types.is_integer(dtype)
+        or pa.types.is_timestamp(dtype)
+        or pa.types.is_date(dtype)
+        or pa.types.is_boolean(dtype)
+    )
+
+
 def _last_per_key(data: pa.Table, key: Sequence[str], table: str) -> pa.Table:
     """Keep the last row of each key (a merge batch may update a key twice)."""
     missing = [k for k in key if k not in data.column_names]
@@ -148,6 +166,11 @@ def _last_per_key(data: pa.Table, key: Sequence[str], table: str) -> pa.Table:
             missing=missing or None,
             hint="set 'key' to columns the batch has",
         )
+    simple = all(_plain_key(data.schema.field(k).type) for k in key)
+    if simple and data.num_rows <= _FEW_ROWS:  # a stream's few anomalies: no frame to build
+        columns = [data.column(k).to_pylist() for k in key]
+        if len(set(zip(*columns, strict=True))) == data.num_rows:
+            return data
     keys = pl.DataFrame(data.select(list(key)))
     rows = keys.with_row_index("__row").group_by(list(key)).agg(pl.col("__row").max())["__row"]
     if len(rows) == data.num_rows:
@@ -169,6 +192,11 @@ class SqlWarehouse(ABC):
     def __init__(self, url: str) -> None:
         self.url = url
         self._staged: dict[str, _HeldReplace] = {}
+        # Columns of the tables this instance writes (None: no such table), so a commit
+        # need not look them up. Another writer may change a table meanwhile: a commit that
+        # fails after using them forgets them all and runs once more on fresh lookups.
+        self._known: dict[str, list[str] | None] = {}
+        self._used_known = False
 
     # -- engine hooks ---------------------------------------------------------------------
     @abstractmethod
@@ -309,8 +337,12 @@ class SqlWarehouse(ABC):
         job: str,
         batch_id: str,
         state: dict[str, Any] | None,
+        new_batch: bool = False,
     ) -> int:
-        """Write one batch, its quarantine rows and its state in one transaction."""
+        """Write one batch, its quarantine rows and its state in one transaction.
+
+        ``new_batch`` skips the delete of earlier rows of ``batch_id`` (a scan of the table's
+        ``_batch_id`` column, which grows with the table)."""
         self._check_name(table)
         if mode not in ("append", "merge", "replace"):
             raise SinkError(
@@ -324,16 +356,23 @@ class SqlWarehouse(ABC):
         rejected = None if quarantine is None else with_batch_id(quarantine, batch_id)
         state_text = _state_json(state, job)
         fresh_stage = mode == "replace" and table not in self._staged
-        try:
-            with self._transaction():
-                if fresh_stage:  # leftovers of a crashed run must not leak into this one
-                    self._execute(f"DROP TABLE IF EXISTS {quote_ident(target)}")
-                self._write(target, data, mode, key, batch_id)
-                self._write_quarantine(rejected, batch_id)
-                if state_text is not None and mode != "replace":
-                    self._upsert_state(job, state_text, batch_id)
-        except self._db_errors as exc:
-            raise self._sink_error(exc, table, "write a batch to") from exc
+        for attempt in (1, 2):
+            self._used_known = False
+            try:
+                with self._transaction():
+                    if fresh_stage:  # leftovers of a crashed run must not leak into this one
+                        self._execute(f"DROP TABLE IF EXISTS {quote_ident(target)}")
+                        self._known[target] = None
+                    self._write(target, data, mode, key, None if new_batch else batch_id)
+                    self._write_quarantine(rejected, None if new_batch else batch_id)
+                    if state_text is not None and mode != "replace":
+                        self._upsert_state(job, state_text, batch_id)
+                break
+            except self._db_errors as exc:
+                retry = self._used_known and attempt == 1 and not self._transient(exc)
+                self._known.clear()
+                if not retry:
+                    raise self._sink_error(exc, table, "write a batch to") from exc
         if mode == "replace":
             held = self._staged.get(table)
             if state_text is None and held is not None:
@@ -347,6 +386,7 @@ class SqlWarehouse(ABC):
         self._check_name(table)
         held = self._staged.get(table)
         target, stage = quote_ident(table), quote_ident(staging_name(table))
+        self._forget(table, staging_name(table))
         try:
             with self._transaction():
                 if held is not None:
@@ -366,15 +406,18 @@ class SqlWarehouse(ABC):
         data: pa.Table,
         mode: WriteMode,
         key: Sequence[str],
-        batch_id: str,
+        replaces: str | None,
         template: pa.Schema | None = None,
     ) -> None:
-        existing = self._columns(target)
+        """Create / widen ``target`` and write ``data``; ``replaces``: the batch id whose
+        earlier rows an append or replace deletes first (``None``: a new batch)."""
+        existing = self._known_columns(target)
         if existing is None:
             fields = list(template or [])
             fields += [f for f in data.schema if f.name not in {t.name for t in fields}]
             self._create(target, pa.schema(fields))
             self._created(target, mode, key)
+            self._known[target] = [f.name for f in fields]
         else:
             new = [f for f in data.schema if f.name not in existing]
             for field, sql_type in zip(new, self._sql_types(pa.schema(new)), strict=True):
@@ -382,18 +425,42 @@ class SqlWarehouse(ABC):
                     f"ALTER TABLE {quote_ident(target)} ADD COLUMN {quote_ident(field.name)} "
                     f"{sql_type}"
                 )
+            if new:
+                self._known[target] = [*existing, *(f.name for f in new)]
         q_target = quote_ident(target)
         columns = ", ".join(quote_ident(c) for c in data.column_names)
+        if mode != "merge":  # append / replace: a re-committed batch replaces its earlier rows
+            if replaces is not None:
+                self._execute(
+                    f"DELETE FROM {q_target} WHERE {quote_ident(BATCH_ID)} = $1", [replaces]
+                )
+            if self._insert_whole(target, data, self._known.get(target)):
+                return
         # On failure the transaction's rollback discards the incoming relation too; dropping
         # it in a `finally` would fail in the aborted transaction and hide the real error.
         self._load_incoming(data)
         if mode == "merge":  # SQL equality: a NULL key never matches (contracts forbid them)
             match = " AND ".join(f"{q_target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
             self._execute(f"DELETE FROM {q_target} USING {INCOMING} AS s WHERE {match}")
-        else:  # append / replace: a re-committed batch replaces its earlier rows
-            self._execute(f"DELETE FROM {q_target} WHERE {quote_ident(BATCH_ID)} = $1", [batch_id])
         self._execute(f"INSERT INTO {q_target} ({columns}) SELECT {columns} FROM {INCOMING}")
         self._drop_incoming()
+
+    def _insert_whole(self, table: str, data: pa.Table, columns: list[str] | None) -> bool:
+        """Insert ``data`` into ``table`` (whose ``columns`` are known, or ``None``) without
+        the incoming relation if the engine can; returns whether it did."""
+        return False
+
+    def _known_columns(self, table: str) -> list[str] | None:
+        """:meth:`_columns`, remembered for the tables this instance writes (see __init__)."""
+        if table in self._known:
+            self._used_known = True
+            return self._known[table]
+        columns = self._known[table] = self._columns(table)
+        return columns
+
+    def _forget(self, *tables: str) -> None:
+        for table in tables:
+            self._known.pop(table, None)
 
     def _create(self, table: str, schema: pa.Schema) -> None:
         columns = ", ".join(
@@ -402,21 +469,23 @@ class SqlWarehouse(ABC):
         )
         self._execute(f"CREATE TABLE {quote_ident(table)} ({columns})")
 
-    def _write_quarantine(self, rows: pa.Table | None, batch_id: str) -> None:
+    def _write_quarantine(self, rows: pa.Table | None, replaces: str | None) -> None:
         if rows is not None:
-            self._write(QUARANTINE_TABLE, rows, "append", (), batch_id, QUARANTINE_ARROW_SCHEMA)
-        elif self._columns(QUARANTINE_TABLE) is not None:
+            self._write(QUARANTINE_TABLE, rows, "append", (), replaces, QUARANTINE_ARROW_SCHEMA)
+        elif replaces is not None and self._known_columns(QUARANTINE_TABLE) is not None:
             self._execute(
                 f"DELETE FROM {quote_ident(QUARANTINE_TABLE)} WHERE {quote_ident(BATCH_ID)} = $1",
-                [batch_id],
+                [replaces],
             )
 
     def _upsert_state(self, job: str, state: str, batch_id: str) -> None:
         table = quote_ident(STATE_TABLE)
-        self._execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (job VARCHAR PRIMARY KEY, "
-            f"state {self._state_type}, batch_id VARCHAR, updated_at TIMESTAMP WITH TIME ZONE)"
-        )
+        if self._known_columns(STATE_TABLE) is None:
+            self._execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (job VARCHAR PRIMARY KEY, state "
+                f"{self._state_type}, batch_id VARCHAR, updated_at TIMESTAMP WITH TIME ZONE)"
+            )
+            self._known[STATE_TABLE] = list(STATE_COLUMNS)
         self._execute(
             f"INSERT INTO {table} (job, state, batch_id, updated_at) "
             f"VALUES ($1, CAST($2 AS {self._state_type}), $3, $4) ON CONFLICT (job) DO UPDATE "

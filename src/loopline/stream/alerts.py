@@ -49,6 +49,8 @@ WEBHOOK_TIMEOUT = 3.0
 """Seconds a webhook may take; a slow or failing one is logged and skipped."""
 SEED_LIMIT = 10_000
 """Newest alerts per pipeline read back at start-up to seed the cooldown and dedupe memory."""
+FEW_ANOMALIES = 64
+"""Up to this many anomalies in a batch, alerts group them in Python (no Polars frames)."""
 
 stream_alerts = sa.Table(
     "stream_alerts",
@@ -118,24 +120,54 @@ class AlertManager:
     def _groups(self, anomalies: pl.DataFrame) -> list[dict[str, Any]]:
         if anomalies.is_empty():
             return []
+        typed = anomalies.select(ANOMALY_COLUMNS).with_columns(
+            pl.col("device", "metric", "detector", "msg_id").cast(pl.String),
+            _utc_time(anomalies.schema["event_time"]),
+            pl.col("value", "score").cast(pl.Float64),
+        )
+        if typed.height <= FEW_ANOMALIES:
+            few = self._few_groups(typed.rows())
+            if few is not None:
+                return few
         groups = (
-            anomalies.select(ANOMALY_COLUMNS)
-            .with_columns(
-                pl.col("device", "metric", "detector", "msg_id").cast(pl.String),
-                _utc_time(anomalies.schema["event_time"]),
-            )
-            .group_by("msg_id", "metric", maintain_order=True)
+            typed.group_by("msg_id", "metric", maintain_order=True)
             .agg(
                 pl.col("device").first(),
                 pl.col("detector").unique().sort().alias("detectors"),
                 pl.col("event_time").first(),
-                pl.col("value").first().cast(pl.Float64),
-                pl.col("score").cast(pl.Float64).max(),
+                pl.col("value").first(),
+                pl.col("score").max(),
             )
             .filter(pl.col("detectors").list.len() >= self.config.min_detectors)
             .sort("event_time", "msg_id", "metric", maintain_order=True)
         )
         return groups.to_dicts()
+
+    def _few_groups(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]] | None:
+        """:meth:`_groups` in plain Python for a few rows (the usual micro-batch), or
+        ``None`` where Polars' rules for nulls and NaN would matter."""
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for device, metric, detector, event_time, value, score, msg_id in rows:
+            if None in (metric, detector, event_time, msg_id, score) or math.isnan(score):
+                return None
+            group = groups.get((msg_id, metric))
+            if group is None:
+                groups[msg_id, metric] = {
+                    "msg_id": msg_id,
+                    "metric": metric,
+                    "device": device,
+                    "detectors": {detector},
+                    "event_time": event_time,
+                    "value": value,
+                    "score": score,
+                }
+            else:
+                group["detectors"].add(detector)
+                group["score"] = max(group["score"], score)
+        kept = [g for g in groups.values() if len(g["detectors"]) >= self.config.min_detectors]
+        for group in kept:
+            group["detectors"] = sorted(group["detectors"])
+        return sorted(kept, key=lambda g: (g["event_time"], g["msg_id"], g["metric"]))
 
     def _admit(self, group: dict[str, Any]) -> bool:
         """Whether ``group`` alerts; if it does, it becomes a full alert row and is remembered."""

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from loopline.errors import DecodeError, MissingDependencyError
@@ -329,10 +330,13 @@ def _check_fields(
 ) -> pl.DataFrame:
     height = frame.height
     device = _text(_column(frame, device_field))
-    missing_device = device.is_null() | (device.str.strip_chars() == "")
     raw_time = _column(frame, time_field)
-    missing_time = raw_time.is_null()
     event_time = event_times(raw_time) if height else pl.Series(time_field, [], TIME_DTYPE)
+    blank = device.str.strip_chars() == ""
+    if not (device.null_count() or event_time.null_count() or blank.any()):
+        return frame.with_columns(device.alias(device_field), event_time.alias(time_field))
+    missing_device = device.is_null() | blank
+    missing_time = raw_time.is_null()
     bad_time = event_time.is_null() & ~missing_time
     positions = frame["_pos"]
     bad = pl.Series([False] * height, dtype=pl.Boolean)
@@ -384,7 +388,7 @@ def event_times(values: pl.Series) -> pl.Series:
     if dtype.is_integer():
         return _epoch_to_time(values.cast(pl.Int64, strict=False), integer=True)
     if dtype.is_float():
-        return _epoch_to_time(values.cast(pl.Float64), integer=False)
+        return _float_epoch_to_time(values.cast(pl.Float64))
     if dtype == pl.String:
         text = values.str.strip_chars()
         numbers = text.cast(pl.Float64, strict=False)
@@ -399,6 +403,21 @@ def event_times(values: pl.Series) -> pl.Series:
             parsed = iso.to_frame().select(convert(pl.col(name), pl.String(), TIME_DTYPE))[name]
         return times.scatter(where, parsed)
     return pl.Series(name, [None] * len(values), dtype=TIME_DTYPE)
+
+
+def _float_epoch_to_time(values: pl.Series) -> pl.Series:
+    """:func:`_epoch_to_time` of floats, in NumPy (the usual ``ts`` field; a third of the
+    cost)."""
+    x = values.to_numpy()  # nulls as NaN: both become null below
+    magnitude = np.abs(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.where(
+            magnitude > _US_ABOVE, x, np.where(magnitude > _MS_ABOVE, x * 1e3, x * 1e6)
+        )
+        ok = np.isfinite(scaled) & (np.abs(scaled) < 9e18)
+    rounded = np.rint(np.where(ok, scaled, 0.0))  # halves to even, as Polars' round
+    micros = pl.Series(values.name, rounded.astype(np.int64)).cast(TIME_DTYPE)
+    return micros if ok.all() else micros.scatter(np.flatnonzero(~ok), None)
 
 
 def _epoch_to_time(values: pl.Series, *, integer: bool) -> pl.Series:

@@ -93,22 +93,56 @@ class _Groups:
         return within
 
 
-def _group(devices: pl.Series, values: pl.Series) -> _Groups:
-    frame = (
-        pl.DataFrame({"d": devices.cast(pl.String), "v": values.cast(pl.Float64)})
-        .with_row_index("i")
-        .filter(pl.col("d").is_not_null() & pl.col("v").is_not_null() & pl.col("v").is_not_nan())
-        .sort("d", maintain_order=True)
-    )
-    runs = frame["d"].rle().struct.unnest()
-    lengths = runs["len"].to_numpy().astype(np.int64)
-    return _Groups(
-        rows=frame["i"].to_numpy().astype(np.int64),
-        values=frame["v"].to_numpy(),
-        keys=runs["value"].to_list(),
-        lengths=lengths,
-        starts=np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64),
-    )
+class DeviceGrouping:
+    """A batch's rows ordered by device, worked out once per ``devices`` Series and shared.
+
+    The detectors :func:`build_detectors` returns share one, so a batch scored by several
+    detectors (one per metric and kind) sorts its device column once; each detector then
+    only drops its metric's null / NaN rows. The Series is recognised by identity (it is
+    held, so its id cannot be reused); pass a new Series for a new batch.
+    """
+
+    def __init__(self) -> None:
+        self._devices: pl.Series | None = None
+        self._order: np.ndarray[Any, Any] = np.empty(0, dtype=np.int64)
+        self._keys: list[str] = []
+        self._lengths: np.ndarray[Any, Any] = np.empty(0, dtype=np.int64)
+
+    def groups(self, devices: pl.Series, values: pl.Series) -> _Groups:
+        """``values``' valid rows grouped by device, each device's rows in arrival order."""
+        if devices is not self._devices:
+            self._order_by_device(devices)
+        order, keys, lengths = self._order, self._keys, self._lengths
+        # nulls come out of a Float64 Series as NaN: one test drops both
+        sorted_values = values.cast(pl.Float64).to_numpy()[order]
+        valid = ~np.isnan(sorted_values)
+        if not valid.all():
+            counts = np.add.reduceat(valid, _starts(lengths)) if order.size else lengths
+            kept = counts > 0
+            order, sorted_values = order[valid], sorted_values[valid]
+            keys = [k for k, keep in zip(keys, kept.tolist(), strict=True) if keep]
+            lengths = counts[kept].astype(np.int64)
+        return _Groups(
+            rows=order, values=sorted_values, keys=keys, lengths=lengths, starts=_starts(lengths)
+        )
+
+    def _order_by_device(self, devices: pl.Series) -> None:
+        frame = (
+            pl.DataFrame({"d": devices.cast(pl.String)})
+            .with_row_index("i")
+            .filter(pl.col("d").is_not_null())
+            .sort("d", maintain_order=True)
+        )
+        runs = frame["d"].rle().struct.unnest()
+        self._devices = devices
+        self._order = frame["i"].to_numpy().astype(np.int64)
+        self._keys = runs["value"].to_list()
+        self._lengths = runs["len"].to_numpy().astype(np.int64)
+
+
+def _starts(lengths: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    starts: np.ndarray[Any, Any] = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    return starts
 
 
 def _valid(x: float | None) -> bool:
@@ -124,6 +158,7 @@ class _DetectorBase:
         self.config = config
         self.metric = metric
         self.name = name or config.kind
+        self.grouping = DeviceGrouping()  # build_detectors gives its detectors one to share
         threshold = config.threshold
         self.threshold = DEFAULT_THRESHOLDS[config.kind] if threshold is None else threshold
         self.warmup = config.warmup
@@ -135,7 +170,7 @@ class _DetectorBase:
         """Scores and flags of every row in order; each row is scored, then learned."""
         scores = np.full(len(values), np.nan)
         flags = np.zeros(len(values), dtype=bool)
-        groups = _group(devices, values)
+        groups = self.grouping.groups(devices, values)
         if groups.rows.size == 0:
             return scores, flags
         seen = np.array([self.seen_.get(k, 0) for k in groups.keys], dtype=np.int64)
@@ -300,15 +335,14 @@ class EwmaDetector(_DetectorBase):
         mean_seq = np.insert(groups.values, groups.starts[known], mean0[known])
         seg_len = groups.lengths + known
         seg_start = np.concatenate(([0], np.cumsum(seg_len)[:-1]))
-        gid = np.repeat(np.arange(seg_len.size), seg_len)
         head = np.zeros(mean_seq.size, dtype=bool)
         head[seg_start] = True
-        means = _ewm(mean_seq, gid, a)
+        means = _ewm(mean_seq, seg_start, seg_len, a)
         mean_prev = np.roll(means, 1)
         d = mean_seq - mean_prev
         var_seq = np.where(head, 0.0, (1 - a) * d * d)
         var_seq[seg_start] = np.where(known, var0, 0.0)
-        variances = _ewm(var_seq, gid, a)
+        variances = _ewm(var_seq, seg_start, seg_len, a)
         var_prev = np.roll(variances, 1)
         floor = SCALE_FLOOR * np.maximum(np.abs(mean_prev), 1.0)
         z = np.abs(d) / np.maximum(np.sqrt(var_prev), floor)
@@ -324,13 +358,33 @@ class EwmaDetector(_DetectorBase):
 
 
 def _ewm(
-    values: np.ndarray[Any, Any], gid: np.ndarray[Any, Any], alpha: float
+    values: np.ndarray[Any, Any],
+    starts: np.ndarray[Any, Any],
+    lengths: np.ndarray[Any, Any],
+    alpha: float,
 ) -> np.ndarray[Any, Any]:
-    """``y = y + α·(x − y)`` per group, starting from each group's first value."""
-    frame = pl.DataFrame({"g": gid, "x": values})
-    out = frame.select(pl.col("x").ewm_mean(alpha=alpha, adjust=False).over("g"))
-    result: np.ndarray[Any, Any] = out["x"].to_numpy()
-    return result
+    """``y = y + α·(x − y)`` per segment, starting from each segment's first value.
+
+    Short segments (a batch spread over many devices) step all segments at once in NumPy,
+    one step per position; long ones use Polars' ``ewm_mean``. Both round exactly alike.
+    """
+    longest = int(lengths.max()) if lengths.size else 0
+    if longest > _EWM_STEPS:
+        gid = np.repeat(np.arange(lengths.size), lengths)
+        frame = pl.DataFrame({"g": gid, "x": values})
+        out = frame.select(pl.col("x").ewm_mean(alpha=alpha, adjust=False).over("g"))
+        result: np.ndarray[Any, Any] = out["x"].to_numpy()
+        return result
+    smoothed = values.copy()
+    for k in range(1, longest):
+        at = starts[lengths > k] + k
+        prev = smoothed[at - 1]
+        smoothed[at] = prev + alpha * (values[at] - prev)
+    return smoothed
+
+
+_EWM_STEPS = 32
+"""Longest per-device run in a batch that :func:`_ewm` steps through in NumPy."""
 
 
 HST_Z_RANGE = 10.0
@@ -504,6 +558,7 @@ def build_detectors(configs: Sequence[DetectorConfig], metrics: Sequence[str]) -
     kinds = Counter(c.kind for c in configs)
     taken: Counter[str] = Counter()
     detectors: list[Detector] = []
+    grouping = DeviceGrouping()
     for config in configs:
         taken[config.kind] += 1
         name = config.kind if kinds[config.kind] == 1 else f"{config.kind}_{taken[config.kind]}"
@@ -514,5 +569,7 @@ def build_detectors(configs: Sequence[DetectorConfig], metrics: Sequence[str]) -
                     metric=metric,
                     hint=f"use one of {list(metrics)} or add it to the pipeline's 'metrics'",
                 )
-            detectors.append(_KINDS[config.kind](config, metric, name=name))
+            detector = _KINDS[config.kind](config, metric, name=name)
+            detector.grouping = grouping
+            detectors.append(detector)
     return detectors

@@ -436,28 +436,36 @@ class StreamProcessor:
         if not self._detectors or good.height == 0:
             return empty_anomalies()
         devices = good[p.device_field].cast(pl.String)
-        parts: list[pl.DataFrame] = []
+        values: dict[str, pl.Series] = {}
+        hits: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], str, str]] = []
         for detector in self._detectors:
-            values = good[detector.metric].cast(pl.Float64, strict=False)
-            scores, flags = detector.score_many(devices, values)
+            if detector.metric not in values:
+                values[detector.metric] = good[detector.metric].cast(pl.Float64, strict=False)
+            scores, flags = detector.score_many(devices, values[detector.metric])
             rows = np.flatnonzero(flags)
-            if rows.size == 0:
-                continue
-            index = pl.Series(rows)
-            parts.append(
-                pl.DataFrame(
-                    {
-                        "device": devices.gather(index),
-                        "metric": pl.repeat(detector.metric, rows.size, eager=True),
-                        "detector": pl.repeat(detector.name, rows.size, eager=True),
-                        "event_time": good[p.time_field].gather(index),
-                        "value": values.gather(index),
-                        "score": pl.Series(scores[rows], dtype=pl.Float64),
-                        "msg_id": good[p.id_field].cast(pl.String).gather(index),
-                    }
-                )
-            )
-        return pl.concat(parts) if parts else empty_anomalies()
+            if rows.size:
+                hits.append((rows, scores[rows], detector.metric, detector.name))
+        if not hits:
+            return empty_anomalies()
+        index = pl.Series(np.concatenate([h[0] for h in hits]))
+        sizes = [h[0].size for h in hits]
+        return pl.DataFrame(
+            {
+                "device": devices.gather(index),
+                "metric": pl.Series([h[2] for h in hits], dtype=pl.String).gather(
+                    np.repeat(np.arange(len(hits)), sizes)
+                ),
+                "detector": pl.Series([h[3] for h in hits], dtype=pl.String).gather(
+                    np.repeat(np.arange(len(hits)), sizes)
+                ),
+                "event_time": good[p.time_field].gather(index),
+                "value": pl.Series(
+                    np.concatenate([values[h[2]].to_numpy()[h[0]] for h in hits]), dtype=pl.Float64
+                ),
+                "score": pl.Series(np.concatenate([h[1] for h in hits]), dtype=pl.Float64),
+                "msg_id": good[p.id_field].cast(pl.String).gather(index),
+            }
+        )
 
     def _commit(
         self,
@@ -478,6 +486,7 @@ class StreamProcessor:
                     anomalies=anomalies,
                     watermarks=self._watermarks(),
                     batch_id=batch_id,
+                    new_batch=attempt == 1,  # a lost connection may have committed it
                 )
                 break
             except TransientSinkError as exc:

@@ -165,8 +165,12 @@ class StreamSink:
         anomalies: pl.DataFrame,
         watermarks: dict[str, str | None],
         batch_id: str,
+        new_batch: bool = False,
     ) -> None:
-        """Commit one micro-batch: windows, anomalies, then readings + quarantine + state."""
+        """Commit one micro-batch: windows, anomalies, then readings + quarantine + state.
+
+        ``new_batch``: ``batch_id`` is fresh and this is its first attempt, so the readings
+        append skips looking for earlier rows of it (a scan that grows with the table)."""
         now = datetime.now(UTC)
         stamp = [
             pl.lit(self.source, dtype=pl.String).alias(lineage.SOURCE),
@@ -204,6 +208,7 @@ class StreamSink:
             job=self.job,
             batch_id=batch_id,
             state=state,
+            new_batch=new_batch,
         )
 
     def _commit_batch(self, **batch: Any) -> None:

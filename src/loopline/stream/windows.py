@@ -139,6 +139,8 @@ class WindowOperator:
         self._revs: pl.DataFrame | None = None  # fixed windows emitted, not final
         self._sessions: pl.DataFrame | None = None  # one row per buffered session
         self._seal: pl.DataFrame | None = None  # per key: end of its last final session
+        self._purged: int | None = None  # fixed windows: last purge's step (see _purge)
+        self._empty_rows: pl.DataFrame | None = None
 
     @property
     def watermark(self) -> datetime | None:
@@ -197,6 +199,7 @@ class WindowOperator:
         wm = self._tracker.value_us
         self._rows = frame
         self._revs = self._sessions = self._seal = None
+        self._purged = None
         if not self._session:
             self._rows = frame.with_columns(self._first_start().alias(_MIN))
             if wm is not None:
@@ -254,7 +257,8 @@ class WindowOperator:
             for m in self.metrics
         ]
         frame = batch.select(pl.col(self.key), time.cast(pl.Int64).alias(_T), *metrics)
-        frame = frame.filter(pl.col(self.key).is_not_null() & pl.col(_T).is_not_null())
+        if frame[self.key].null_count() or frame[_T].null_count():
+            frame = frame.filter(pl.col(self.key).is_not_null() & pl.col(_T).is_not_null())
         if self._rows is not None and frame.schema[self.key] != self._rows.schema[self.key]:
             frame = frame.with_columns(pl.col(self.key).cast(self._rows.schema[self.key]))
         return frame
@@ -265,17 +269,27 @@ class WindowOperator:
             return self._empty()
         if self._session and self._sessions is None:
             return self._empty()
-        if not self._session and wm0 == wm1 and late is None:
+        if not self._session and late is None and not self._crossed(wm0, wm1):
+            self._purge(wm1)  # no window ended in (wm0, wm1]: nothing is due
             return self._empty()
         out = self._emit_sessions(wm1) if self._session else self._emit_fixed(wm0, wm1, late)
         self._purge(wm1)
         return out
+
+    def _crossed(self, wm0: int | None, wm1: int) -> bool:
+        """Whether a fixed window ends in ``(wm0, wm1]`` (ends are ``k·slide + size``)."""
+        return wm0 is None or (wm1 - self._size) // self._slide > (wm0 - self._size) // self._slide
 
     def _purge(self, wm: int) -> None:
         """Forget rows and state of windows that are final (end + lateness <= watermark)."""
         assert self._rows is not None
         cutoff = wm - self._lateness
         if not self._session:
+            # Window ends lie on a grid: the cutoff passed no new one, nothing became final.
+            step = (cutoff - self._size) // self._slide
+            if step == self._purged:
+                return
+            self._purged = step
             last_end = (pl.col(_T) // self._slide) * self._slide + self._size
             self._rows = self._rows.filter(last_end > cutoff)
             if self._revs is not None:
@@ -332,6 +346,9 @@ class WindowOperator:
 
     def _empty(self) -> pl.DataFrame:
         key_type = pl.String() if self._rows is None else self._rows.schema[self.key]
+        cached = self._empty_rows
+        if cached is not None and cached.schema[self.key] == key_type:
+            return cached.clear()  # a fresh frame: callers may change what they get
         schema: dict[str, pl.DataType] = {
             "window": pl.String(),
             self.key: key_type,
@@ -342,7 +359,8 @@ class WindowOperator:
         for name in self._aggs():
             schema[name] = pl.Int64() if name == "count" else pl.Float64()
         schema["revision"] = pl.Int32()
-        return pl.DataFrame(schema=schema)
+        self._empty_rows = pl.DataFrame(schema=schema)
+        return self._empty_rows.clear()
 
     # -- tumbling and sliding windows -----------------------------------------------------
 
@@ -362,13 +380,13 @@ class WindowOperator:
 
     def _add_fixed_rows(
         self, frame: pl.DataFrame, wm0: int | None
-    ) -> tuple[int, int, pl.DataFrame]:
+    ) -> tuple[int, int, pl.DataFrame | None]:
         assert self._rows is not None
         frame = frame.with_columns(self._first_start().alias(_MIN))
-        late = frame.clear().select(self.key, pl.lit(0, pl.Int64).alias(_WS))
         if wm0 is None or not frame.height or frame[_T].min() >= wm0:  # type: ignore[operator]
             self._rows = pl.concat([self._rows, frame])  # nothing late: every window ends > wm0
-            return 0, 0, late
+            return 0, 0, None
+        late: pl.DataFrame | None = None
         # smallest window start still accepting rows: end > wm0 (drop) or end + L > wm0
         threshold = wm0 - self._lateness if self._update else wm0
         accept_from = ((threshold - self._size) // self._slide + 1) * self._slide
