@@ -55,7 +55,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -198,13 +198,31 @@ def _parse_json_slowly(
     payloads: list[bytes], candidates: list[int], rejects: list[tuple[int, str, str | None]]
 ) -> tuple[pl.DataFrame, list[int]]:
     """One payload at a time: JSON Polars will not put in one frame (mixed kinds of value)."""
+
+    def loads(payload: bytes) -> Any:
+        return json.loads(payload, parse_constant=_reject_constant)
+
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    return _decode_each(payloads, candidates, loads, "decode:json", (ValueError,), rejects)
+
+
+def _decode_each(
+    payloads: list[bytes],
+    positions: Iterable[int],
+    loads: Callable[[bytes], Any],
+    rule: str,
+    errors: tuple[type[Exception], ...],
+    rejects: list[tuple[int, str, str | None]],
+) -> tuple[pl.DataFrame, list[int]]:
+    """Decode ``payloads[pos]`` one by one: objects go in the frame, the rest to ``rejects``
+    (``rule`` when ``loads`` raises one of ``errors``, ``decode:not_object`` otherwise)."""
     objects: list[dict[str, Any]] = []
     good: list[int] = []
-    for pos in candidates:
+    for pos in positions:
         try:
-            value = json.loads(payloads[pos], parse_constant=_reject_constant)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            rejects.append((pos, "decode:json", None))
+            value = loads(payloads[pos])
+        except errors:
+            rejects.append((pos, rule, None))
             continue
         if not isinstance(value, dict):
             rejects.append((pos, "decode:not_object", None))
@@ -239,20 +257,12 @@ def _parse_msgpack(
         import msgpack
     except ImportError as exc:
         raise MissingDependencyError("msgpack", "stream") from exc
-    objects: list[dict[str, Any]] = []
-    good: list[int] = []
-    for pos, payload in enumerate(payloads):
-        try:
-            value = msgpack.unpackb(payload, raw=False, timestamp=3)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            rejects.append((pos, "decode:msgpack", None))
-            continue
-        if not isinstance(value, dict):
-            rejects.append((pos, "decode:not_object", None))
-            continue
-        objects.append(value)
-        good.append(pos)
-    return _from_dicts(objects), good
+
+    def loads(payload: bytes) -> Any:
+        return msgpack.unpackb(payload, raw=False, timestamp=3)
+
+    errors = (ValueError, TypeError, msgpack.UnpackException)
+    return _decode_each(payloads, range(len(payloads)), loads, "decode:msgpack", errors, rejects)
 
 
 def _kind(value: object) -> str:
