@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.synced
 
-.PHONY: demo test lint typecheck bench bench-train bench-stream lock clean $(STAMP)
+.PHONY: demo test lint typecheck bench bench-train bench-stream bench-serve lock clean $(STAMP)
 
 # Always synced (a no-op in ~0.1 s when nothing changed), so the environment is exactly the
 # lock's: what a bench run added is removed again before the tests, as on a fresh machine.
@@ -41,6 +41,12 @@ bench-train: $(STAMP)
 # Needs the Mosquitto broker on 127.0.0.1:1883 (pass ARGS="--url mqtt://host:port --jetstream").
 bench-stream: $(STAMP)
 	$(VENV)/bin/python benchmarks/stream_mqtt.py $(ARGS)
+
+# Serving benchmarks: wrk when installed (apt-get install wrk), Redis on 127.0.0.1:6379 for
+# the Redis case (skipped when unreachable). ARGS: flags both scripts take, e.g. --seconds 5.
+bench-serve: $(STAMP)
+	$(VENV)/bin/python benchmarks/serve_predict.py $(ARGS)
+	$(VENV)/bin/python benchmarks/serve_recommend.py $(ARGS)
 
 lock:
 	$(UV) lock

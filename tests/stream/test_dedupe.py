@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
+import pytest
 
+from loopline.stream import dedupe
 from loopline.stream.dedupe import DedupeMemory, _Bucket, id_hashes
 
 
@@ -53,3 +57,40 @@ def test_ids_of_any_type_are_compared_as_text() -> None:
     memory = DedupeMemory(window=60.0)
     memory.remember(pl.Series([1, 2, 3]), at=0.0)
     assert memory.seen(pl.Series(["2", "4"]), at=0.0).tolist() == [True, False]
+
+
+def test_many_small_batches_stay_in_a_few_sorted_runs_and_are_all_seen() -> None:
+    rng = np.random.default_rng(11)
+    memory = DedupeMemory(window=600.0)
+    batches = [[f"d{rng.integers(0, 10**9)}-{b}-{i}" for i in range(100)] for b in range(300)]
+    for b, ids in enumerate(batches):  # slots of 75 s: [75, 150), [150, 225), [225, 300)
+        memory.remember(pl.Series(ids), at=100.0 + b * 0.5)
+    *older, newest = memory._buckets
+    assert len(older) == 2
+    assert [len(bucket.runs) for bucket in older] == [1, 1]  # compacted once left behind
+    assert len(newest.runs) <= 8  # O(log n) runs, not one per batch
+    for bucket in memory._buckets:
+        for run in bucket.runs:
+            assert (np.diff(run.hi.astype(np.float64)) >= 0).all()
+    known = [i for ids in batches for i in ids]
+    probe = known[::7] + [f"new-{i}" for i in range(1_000)]
+    known_set = set(known)
+    assert memory.seen(pl.Series(probe), at=260.0).tolist() == [p in known_set for p in probe]
+    assert len(memory) == 30_000
+
+
+def test_ids_checked_and_then_remembered_are_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = dedupe.id_hashes
+
+    def counting(ids: pl.Series) -> tuple[Any, Any]:
+        calls.append(ids.len())
+        return real(ids)
+
+    monkeypatch.setattr(dedupe, "id_hashes", counting)
+    memory = DedupeMemory(window=60.0)
+    ids = pl.Series(["a", "b"])
+    assert memory.seen(ids, at=0.0).tolist() == [False, False]
+    memory.remember(ids, at=0.0)
+    assert calls == [2]
+    assert memory.seen(pl.Series(["b", "c"]), at=1.0).tolist() == [True, False]

@@ -1,4 +1,5 @@
-"""StreamSink: three commits per micro-batch, idempotent merges, state with readings, retention."""
+"""StreamSink: one transaction per micro-batch (three commits on the lake), idempotent merges,
+state with readings, retention."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from loopline.config import LooplineConfig
 from loopline.config.stores import StoresConfig
 from loopline.config.streams import StreamPipelineConfig
+from loopline.errors import SinkError
 from loopline.store.destination import QUARANTINE_TABLE
 from loopline.stream.storage import ANOMALY_SCHEMA, StreamSink
 
@@ -81,7 +83,14 @@ def _quarantine(n: int) -> pl.DataFrame:
     )
 
 
-def _commit(sink: StreamSink, batch: str, readings: pl.DataFrame, **parts: pl.DataFrame) -> None:
+def _commit(
+    sink: StreamSink,
+    batch: str,
+    readings: pl.DataFrame,
+    *,
+    new_anomalies: bool = False,
+    **parts: pl.DataFrame,
+) -> None:
     sink.commit(
         readings=readings,
         quarantine=parts.get("quarantine", _quarantine(0)),
@@ -89,6 +98,7 @@ def _commit(sink: StreamSink, batch: str, readings: pl.DataFrame, **parts: pl.Da
         anomalies=parts.get("anomalies", pl.DataFrame(schema=ANOMALY_SCHEMA)),
         watermarks={"tumbling_60s": (T0 + timedelta(minutes=len(batch))).isoformat()},
         batch_id=batch,
+        new_anomalies=new_anomalies,
     )
 
 
@@ -152,6 +162,47 @@ def test_postgres_sink_commits_merges_and_keeps_state(tmp_path: Path, postgres_u
     sink = StreamSink("t", _pipeline(), config=config)
     try:
         _exercise(sink)
+    finally:
+        sink.close()
+
+
+def test_warehouse_sink_commits_a_micro_batch_in_one_transaction(tmp_path: Path) -> None:
+    sink = StreamSink("t", _pipeline(), config=LooplineConfig(project_dir=tmp_path))
+    try:
+        _commit(sink, "b1", _readings(["a"], [0]), anomalies=_anomalies("a", 0))
+        bad = _anomalies("b", 1).with_columns(pl.lit("high").alias("score"))  # not a number
+        with pytest.raises(SinkError) as info:
+            _commit(
+                sink,
+                "b22",
+                _readings(["b"], [1]),
+                windows=_windows(0, 20.5),
+                anomalies=bad,
+                quarantine=_quarantine(1),
+            )
+        assert info.value.fields["table"] == "anomalies"
+        # nothing of the failed batch is stored: readings, windows, quarantine, state
+        assert sink.read_table("readings")["msg_id"].to_list() == ["a"]
+        assert "window_aggregates" not in sink.destination.tables()  # type: ignore[attr-defined]
+        assert QUARANTINE_TABLE not in sink.destination.tables()  # type: ignore[attr-defined]
+        state = sink.read_state()
+        assert state is not None
+        assert state["watermarks"] == {"tumbling_60s": (T0 + timedelta(minutes=2)).isoformat()}
+    finally:
+        sink.close()
+
+
+def test_new_anomalies_are_appended_and_replaced_when_their_batch_is_recommitted(
+    tmp_path: Path,
+) -> None:
+    sink = StreamSink("t", _pipeline(), config=LooplineConfig(project_dir=tmp_path))
+    try:
+        for _ in range(2):  # the second time: a retry after a lost connection
+            _commit(
+                sink, "b1", _readings(["a"], [0]), anomalies=_anomalies("a", 0), new_anomalies=True
+            )
+        assert sink.read_table("anomalies")["msg_id"].to_list() == ["a"]
+        assert sink.read_table("readings")["msg_id"].to_list() == ["a"]
     finally:
         sink.close()
 

@@ -6,13 +6,16 @@ from typing import Annotated
 
 import typer
 
+from loopline.cli.ab import ab
 from loopline.cli.console import setup_logging
 from loopline.cli.demo import demo
 from loopline.cli.evaluate import evaluate
 from loopline.cli.ingest import ingest
 from loopline.cli.init import init
 from loopline.cli.models import models
+from loopline.cli.recommender import recommender
 from loopline.cli.runs import runs
+from loopline.cli.serve import api_key, serve
 from loopline.cli.stream import stream
 from loopline.cli.train import train
 from loopline.cli.ui import ui
@@ -51,6 +54,10 @@ app.command()(evaluate)
 app.add_typer(models)
 app.add_typer(ui)
 app.add_typer(stream)
+app.add_typer(recommender)
+app.add_typer(ab)
+app.command()(serve)
+app.command("api-key")(api_key)
 
 
 def main() -> None:

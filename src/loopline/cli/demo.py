@@ -16,6 +16,7 @@ from loopline.errors import LooplineError
 
 if TYPE_CHECKING:
     from loopline.demo.run import DemoResult
+    from loopline.demo.serving import ServeDemoResult
     from loopline.demo.streaming import StreamDemoResult
 
 
@@ -24,11 +25,13 @@ def demo(
         "loopline-demo"
     ),
 ) -> None:
-    """Ingest dirty sample sources, train and register a churn and a housing model.
+    """Run the whole loop on sample data: ingest, stream, train, promote, serve.
 
-    Creates a demo workspace, ingests its five sources (ingestion report), loads the Telco
-    churn and Ames housing datasets, trains both jobs of its loopline.yaml with small demo
-    budgets (a training report each), and promotes both models to champion.
+    Creates a demo workspace, ingests its five sources (ingestion report), streams ~20 s of
+    simulated sensor readings, loads the Telco churn, Ames housing and MovieLens datasets,
+    trains the churn and housing jobs with small demo budgets (a training report each),
+    promotes both models to champion, trains the MovieLens recommender, and serves them:
+    predictions, feedback, recommendations and an A/B test over HTTP.
     """
     from loopline.demo.run import run_demo
 
@@ -44,6 +47,8 @@ def demo(
     if result.stream is not None:
         _print_stream(result.stream)
     _print_training(result)
+    if result.serving is not None:
+        _print_serving(result.serving)
     console.print(f"\nworkspace: {escape(str(result.folder.resolve()))}", soft_wrap=True)
     for label, path in _labelled_reports(result):
         console.print(
@@ -128,3 +133,48 @@ def _labelled_reports(result: DemoResult) -> list[tuple[str, Path]]:
     reports = [("ingestion", result.report)]
     reports += [(f"training: {r.job}", r.report_path) for r in result.training if r.report_path]
     return reports
+
+
+def _print_serving(result: ServeDemoResult) -> None:
+    console.print(
+        f"\n[bold]serve[/] at {escape(result.url)} (loopline serve, API key, metrics and "
+        f"request log on): {result.predictions} churn predictions from v"
+        f"{escape(result.churn_version)} ({result.predicted_churn} predicted to churn), "
+        f"latency p50 {result.latency_ms_p50:.1f} ms / p99 {result.latency_ms_p99:.1f} ms "
+        f"over HTTP; {result.feedback} labels fed back, {result.feedback_accuracy:.0%} of the "
+        "threshold labels right",
+        soft_wrap=True,
+    )
+    rec = result.recommender
+    ranking = Table(
+        title=f"recommender {escape(rec.job)}: top-10 on {rec.split['users_evaluated']:,} "
+        "held-out MovieLens users"
+    )
+    names = list(next(iter(rec.metrics.values()))) if rec.metrics else []
+    ranking.add_column("strategy")
+    for name in names:
+        ranking.add_column(name, justify="right")
+    for strategy, values in rec.metrics.items():
+        label = f"{strategy} (baseline)" if strategy == "popular" else strategy
+        ranking.add_row(escape(label), *(f"{values[n]:.4f}" for n in names))
+    console.print(ranking)
+    report = result.report
+    ab = Table(
+        title=f"A/B test {escape(report.experiment)}: {result.recommendation_requests} users "
+        f"asked for 10 movies, {result.clicks} clicks on movies they rated later"
+    )
+    for col in ("variant", "users", "clicked", "rate", "lift", "p-value", "P(beat control)"):
+        ab.add_column(col, justify="left" if col == "variant" else "right")
+    for v in report.variants:
+        ab.add_row(
+            escape(v.variant),
+            f"{v.units:,}",
+            f"{v.conversions:,}",
+            "-" if v.rate is None else f"{v.rate:.1%}",
+            "-" if v.lift is None else f"{v.lift:+.0%}",
+            "-" if v.p_value is None else f"{v.p_value:.3g}",
+            "-" if v.prob_beat_control is None else f"{v.prob_beat_control:.3f}",
+        )
+    console.print(ab)
+    for line in report.guidance:
+        console.print(escape(line), soft_wrap=True)

@@ -5,6 +5,13 @@ from loopline.config.contracts import ColumnSpec, ContractConfig, Rule, Severity
 from loopline.config.destinations import DestinationConfig
 from loopline.config.loading import CONFIG_FILENAME, config_from_dict, load_config
 from loopline.config.project import IngestJobConfig, LooplineConfig
+from loopline.config.serving import (
+    ExperimentConfig,
+    RecommenderJobConfig,
+    RecommenderServeConfig,
+    ServeConfig,
+    ServedModelConfig,
+)
 from loopline.config.sources import (
     FileSourceConfig,
     HttpSourceConfig,
@@ -45,6 +52,7 @@ __all__ = [
     "ContractConfig",
     "DestinationConfig",
     "DetectorConfig",
+    "ExperimentConfig",
     "FeatureOptions",
     "FeatureRoles",
     "FileSourceConfig",
@@ -55,8 +63,12 @@ __all__ = [
     "MemoryTransportConfig",
     "MqttTransportConfig",
     "NatsTransportConfig",
+    "RecommenderJobConfig",
+    "RecommenderServeConfig",
     "Rule",
     "SearchConfig",
+    "ServeConfig",
+    "ServedModelConfig",
     "Severity",
     "SourceConfig",
     "SqlSourceConfig",

@@ -91,6 +91,10 @@ def config_from_dict(
         raw["stores"] = stores
     if env.get("LOOPLINE_TRACKING_URI"):
         raw["tracking"] = {**(raw.get("tracking") or {}), "uri": env["LOOPLINE_TRACKING_URI"]}
+    serve = raw.get("serve")
+    state_url = env.get("LOOPLINE_RECOMMENDER_STATE_URL")
+    if state_url and isinstance(serve, dict) and isinstance(serve.get("recommender"), dict):
+        serve["recommender"] = {**serve["recommender"], "state_url": state_url}
     if project_dir is not None:
         raw["project_dir"] = project_dir
     try:

@@ -1,4 +1,4 @@
-"""The root of ``loopline.yaml``: stores, sources, contracts and ingest jobs."""
+"""The root of ``loopline.yaml``: stores, sources, contracts, jobs, streams and serving."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from loopline.config.cleanse import CleanseStepSpec
 from loopline.config.contracts import ContractConfig
 from loopline.config.destinations import DestinationConfig
+from loopline.config.serving import RecommenderJobConfig, ServeConfig
 from loopline.config.sources import SourceConfig
 from loopline.config.stores import AlertsConfig, StoresConfig
 from loopline.config.streams import GatewayConfig, StreamPipelineConfig
@@ -45,6 +46,8 @@ class LooplineConfig(BaseModel):
     streams: dict[str, StreamPipelineConfig] = Field(default_factory=dict)
     gateways: dict[str, GatewayConfig] = Field(default_factory=dict)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    recommenders: dict[str, RecommenderJobConfig] = Field(default_factory=dict)
     project_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")

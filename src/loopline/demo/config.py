@@ -144,6 +144,39 @@ train:
     validation: {cv: kfold, folds: 5}
     register_as: housing
 
+# 'loopline recommender train movies': implicit-feedback ALS + co-visitation on MovieLens
+# (100,004 ratings), each user's latest 20% held out, popularity beside it in the same run.
+recommenders:
+  movies:
+    table: movielens
+    user: userId
+    item: movieId
+    time: timestamp
+    rating: rating
+    factors: 32                            # demo budget (default 64)
+    iterations: 10                         # demo budget (default 15)
+    register_as: movies
+
+# 'loopline serve': the churn model and the movies recommender on http://127.0.0.1:8000.
+serve:
+  models:
+    - name: churn                          # follows the champion alias (hot swap on promote)
+  recommender:
+    model: movies
+    state_url: ${LOOPLINE_DEMO_REDIS:-}    # empty: in-process state; redis://... to share it
+  auth:
+    keys:                                  # 'loopline api-key NAME' makes a key and its digest
+      - name: demo                         # the key is loopline-demo-key-not-a-secret
+        sha256: 533021dab46f77093dbc7f20250da616097219007c8068d45bae306672fccaa5
+        rate_limit: 2000
+  request_log: {sample_rate: 1.0}
+  experiments:
+    ranking:                               # 'loopline ab report ranking'
+      variants:
+        - {name: popular, strategy: popular}   # control
+        - {name: blend, strategy: blend}
+      outcome: click
+
 streams:
   sensors:                                 # 'loopline stream run sensors'; the demo runs ~20 s
     transport:

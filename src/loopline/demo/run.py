@@ -2,9 +2,11 @@
 
 Stages: ingest the five dirty sources (and write the ingestion report), stream ~20 s of
 simulated sensor readings through the ``sensors`` pipeline, load the Telco
-churn and Ames housing datasets, train the ``churn`` and ``housing`` jobs (each writes its
-training report and registers a challenger), promote both challengers to champion.
-Later capabilities (serving, monitoring) add their stages here.
+churn, Ames housing and MovieLens datasets, train the ``churn`` and ``housing`` jobs (each
+writes its training report and registers a challenger), promote both challengers to
+champion, then serve: train and promote the ``movies`` recommender, start ``loopline serve``
+and send predictions, feedback, recommendations and click events (the ``ranking`` A/B test).
+Later capabilities (monitoring) add their stages here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from loopline.ingest.pipeline import IngestPipeline
 from loopline.ingest.report import write_ingest_report
 
 if TYPE_CHECKING:
+    from loopline.demo.serving import ServeDemoResult
     from loopline.demo.streaming import StreamDemoResult
     from loopline.demo.training import Promotion
     from loopline.train.job import TrainResult
@@ -43,6 +46,7 @@ class DemoResult:
     training: list[TrainResult] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
     stream: StreamDemoResult | None = None
+    serving: ServeDemoResult | None = None
 
 
 def run_demo(
@@ -67,12 +71,16 @@ def run_demo(
     result.stream = run_stream_demo(config, seconds=stream_seconds)
     from loopline.demo.training import load_datasets, promote_challengers, train_jobs
 
-    stage("loading the Telco churn and Ames housing datasets")
+    stage("loading the Telco churn, Ames housing and MovieLens datasets")
     result.datasets = load_datasets(config)
     result.training = train_jobs(config, on_progress)
     stage("promoting the challengers")
     models = [r.model_name for r in result.training if r.model_name is not None]
     result.promotions = promote_challengers(config, models)
+    from loopline.demo.serving import run_serve_demo
+
+    stage("serving: recommender training, predictions, feedback and the ranking A/B test")
+    result.serving = run_serve_demo(config)
     return result
 
 

@@ -28,7 +28,7 @@ from loopline.errors import PromotionRejected
 from loopline.ingest.ledger import RunRecord
 from loopline.train.job import TrainingJob, TrainResult
 
-DEMO_DATASETS = ("telco_churn", "ames")
+DEMO_DATASETS = ("telco_churn", "ames", "movielens")
 """The packaged datasets the demo's training jobs read (warehouse tables of the same name)."""
 ACTOR = "loopline demo"
 """Who the registry history says promoted the demo's models."""

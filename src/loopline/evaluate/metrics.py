@@ -27,6 +27,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,9 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "multiclass": MULTICLASS_METRICS,
 }
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "mape", "rmsle", "log_loss", "brier"})
+RANKING_METRIC = re.compile(r"(\w+_)?((precision|recall|ndcg)_at_\d+|coverage)")
+"""Ranking metrics of a recommender (``ndcg_at_10``, ``als_recall_at_10``, ``coverage``):
+all higher is better."""
 RARE_POSITIVE_RATE = 0.2
 """Below this positive share, PR-AUC is the primary metric of a binary task."""
 
@@ -174,7 +178,13 @@ def primary_metric(task: Task, positive_rate: float | None = None) -> str:
 
 
 def greater_is_better(metric: str) -> bool:
-    """Whether a higher value of ``metric`` is better (False for errors and losses)."""
+    """Whether a higher value of ``metric`` is better (False for errors and losses).
+
+    >>> greater_is_better("ndcg_at_10"), greater_is_better("als_coverage")
+    (True, True)
+    """
+    if RANKING_METRIC.fullmatch(metric):
+        return True
     _check_known(metric)
     return metric not in LOWER_IS_BETTER
 

@@ -32,11 +32,19 @@ from numpy.typing import ArrayLike, NDArray
 from loopline.config.training import Task
 from loopline.errors import EvaluationError, RegistryError
 from loopline.evaluate.metrics import greater_is_better, score_all
-from loopline.evaluate.model_tags import CLASSES_TAG, POSITIVE_CLASS_TAG, ModelTags
+from loopline.evaluate.model_tags import (
+    CLASSES_TAG,
+    HOLDOUT_METRICS_TAG,
+    POSITIVE_CLASS_TAG,
+    PRIMARY_METRIC_TAG,
+    TASK_TAG,
+    ModelTags,
+)
 from loopline.lineage import is_lineage
 from loopline.registry import Gate, ModelRegistry, VersionInfo
 from loopline.store.warehouse import SqlWarehouse
 
+RECOMMENDATION = "recommendation"  # loopline.task of a recommender (no target, no classes)
 _TRAIN_HINT = "models registered by `loopline train` carry the loopline.* tags"
 
 
@@ -195,7 +203,7 @@ class VersionScorer:
             self.results[info.version] = result
             scores = result.metrics
         else:
-            scores = ModelTags.of(info).holdout_metrics
+            scores = holdout_scores(info)
             if not scores:
                 raise EvaluationError(
                     f"version {info.version} of {info.name!r} has no logged holdout metrics",
@@ -207,6 +215,26 @@ class VersionScorer:
         return scores
 
 
+def holdout_scores(info: VersionInfo) -> dict[str, float]:
+    """A version's logged holdout metrics. A recommender (``loopline.task`` is
+    ``recommendation``, registered by ``loopline recommender train``) has no target column,
+    so only its metrics tag is read."""
+    if info.tags.get(TASK_TAG) == RECOMMENDATION:
+        try:
+            raw = json.loads(info.tags.get(HOLDOUT_METRICS_TAG) or "{}")
+        except ValueError:
+            raw = None
+        if not isinstance(raw, dict):
+            raise EvaluationError(
+                f"version {info.version} of {info.name!r} has a malformed "
+                f"{HOLDOUT_METRICS_TAG} tag",
+                model=info.name,
+                version=info.version,
+            )
+        return {str(k): float(v) for k, v in raw.items()}
+    return ModelTags.of(info).holdout_metrics
+
+
 def promotion_gate(
     info: VersionInfo,
     *,
@@ -216,7 +244,11 @@ def promotion_gate(
 ) -> Gate:
     """The gate for promoting ``info``: ``metric`` (default: its primary metric), the
     direction from the metric unless ``greater`` says otherwise."""
-    chosen = metric or ModelTags.of(info).primary_metric
+    chosen = metric or (
+        info.tags.get(PRIMARY_METRIC_TAG, "")
+        if info.tags.get(TASK_TAG) == RECOMMENDATION
+        else ModelTags.of(info).primary_metric
+    )
     if greater is None:
         try:
             greater = greater_is_better(chosen)

@@ -9,6 +9,7 @@ The source state therefore lives beside the data it describes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -30,6 +31,23 @@ QUARANTINE_ARROW_SCHEMA = pa.schema(
     ]
 )
 """Columns of a quarantine row: the failed rule, column, raw value, whole record, lineage."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableWrite:
+    """One table's part of a multi-table commit (:meth:`SqlWarehouse.commit_tables`).
+
+    ``mode`` is ``append`` (a re-commit of the batch id replaces its earlier rows) or
+    ``merge`` (rows replace the stored rows with the same ``key``).
+
+    >>> TableWrite("anomalies", pa.table({"id": [1]}), "merge", ("id",)).key
+    ('id',)
+    """
+
+    table: str
+    data: pa.Table
+    mode: Literal["append", "merge"] = "append"
+    key: tuple[str, ...] = ()
 
 
 def with_batch_id(data: pa.Table, batch_id: str) -> pa.Table:

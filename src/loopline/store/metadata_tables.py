@@ -5,7 +5,7 @@
 imports SQLAlchemy (~0.15 s of every process start); PostgreSQL, and every module that
 defines a table of its own, use these.
 
->>> sorted(METADATA.tables) >= ["ingest_runs"]
+>>> "ingest_runs" in METADATA.tables
 True
 """
 

@@ -32,6 +32,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _SERVER_SCHEMES = ("http", "https")
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_SCOPE_LOCK = threading.RLock()
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -235,22 +237,25 @@ class Tracker:
         # MLflow has no public way to read back "unset"; these module globals are the state
         # that set_tracking_uri / set_registry_uri write.
 
-        saved_tracking = tracking_uris._tracking_uri
-        saved_registry = registry_uris._registry_uri
-        saved_env = {key: os.environ.get(key) for key in _URI_ENV}
-        with quiet_mlflow():
-            tracking_uris.set_tracking_uri(self.tracking_uri)
-            registry_uris.set_registry_uri(self.tracking_uri)
-            try:
-                yield
-            finally:
-                tracking_uris.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]  # None unsets
-                registry_uris._registry_uri = saved_registry
-                for key, value in saved_env.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        # The URIs are process-wide: a server loads models on background threads, so one
+        # scope at a time (re-entrant: a scope may call code that opens one).
+        with _SCOPE_LOCK:
+            saved_tracking = tracking_uris._tracking_uri
+            saved_registry = registry_uris._registry_uri
+            saved_env = {key: os.environ.get(key) for key in _URI_ENV}
+            with quiet_mlflow():
+                tracking_uris.set_tracking_uri(self.tracking_uri)
+                registry_uris.set_registry_uri(self.tracking_uri)
+                try:
+                    yield
+                finally:
+                    tracking_uris.set_tracking_uri(saved_tracking)  # type: ignore[arg-type]  # None unsets
+                    registry_uris._registry_uri = saved_registry
+                    for key, value in saved_env.items():
+                        if value is None:
+                            os.environ.pop(key, None)
+                        else:
+                            os.environ[key] = value
 
     @contextmanager
     def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> Iterator[TrackedRun]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from loopline.store.destination import (
     QUARANTINE_TABLE,
     STATE_TABLE,
     Destination,
+    TableWrite,
     WriteMode,
     with_batch_id,
 )
@@ -58,6 +59,19 @@ class Warehouse(Destination, Protocol):
 
     def tables(self) -> list[str]:
         """Names of the tables in the current schema, sorted."""
+        ...
+
+    def commit_tables(
+        self,
+        writes: Sequence[TableWrite],
+        *,
+        quarantine: pa.Table | None,
+        job: str,
+        batch_id: str,
+        state: dict[str, Any] | None,
+        new_batch: bool = False,
+    ) -> int:
+        """Several tables' rows of one batch, its quarantine rows and state in ONE commit."""
         ...
 
 
@@ -348,37 +362,116 @@ class SqlWarehouse(ABC):
             raise SinkError(
                 f"unknown write mode {mode!r}", table=table, hint="use append, merge or replace"
             )
-        target = staging_name(table) if mode == "replace" else table
+        if mode != "replace":
+            return self.commit_tables(
+                [TableWrite(table, data, mode, tuple(key))],
+                quarantine=quarantine,
+                job=job,
+                batch_id=batch_id,
+                state=state,
+                new_batch=new_batch,
+            )
+        target = staging_name(table)
         self._check_name(target)
         data = with_batch_id(data, batch_id)
-        if mode == "merge":
-            data = _last_per_key(data, key, table)
         rejected = None if quarantine is None else with_batch_id(quarantine, batch_id)
         state_text = _state_json(state, job)
-        fresh_stage = mode == "replace" and table not in self._staged
+        fresh_stage = table not in self._staged
+
+        def write(where: list[str]) -> None:
+            if fresh_stage:  # leftovers of a crashed run must not leak into this one
+                self._execute(f"DROP TABLE IF EXISTS {quote_ident(target)}")
+                self._known[target] = None
+            self._write(target, data, mode, key, None if new_batch else batch_id)
+            self._write_quarantine(rejected, None if new_batch else batch_id)
+
+        self._commit_retrying(write, table)
+        held = self._staged.get(table)
+        if state_text is None and held is not None:
+            state_text, batch_id = held.state, held.batch_id or batch_id
+        self._staged[table] = _HeldReplace(state_text, batch_id)
+        return int(data.num_rows)
+
+    def commit_tables(
+        self,
+        writes: Sequence[TableWrite],
+        *,
+        quarantine: pa.Table | None,
+        job: str,
+        batch_id: str,
+        state: dict[str, Any] | None,
+        new_batch: bool = False,
+    ) -> int:
+        """Write one batch's rows for several tables, its quarantine rows and its state in ONE
+        transaction: after a crash all of it is stored or none of it is.
+
+        Every row gets ``_batch_id`` = ``batch_id``. An ``append`` part first deletes the
+        earlier rows of ``batch_id`` from its table (skipped when ``new_batch``: a fresh id on
+        its first attempt), a ``merge`` part replaces the stored rows with its keys, so
+        committing the same batch again stores nothing twice. Returns the rows written.
+
+        >>> wh = open_warehouse("duckdb:///:memory:", base_dir=Path("."))
+        >>> wh.commit_tables([TableWrite("readings", pa.table({"id": [1, 2]})),
+        ...                   TableWrite("alerts", pa.table({"id": [2]}), "merge", ("id",))],
+        ...                  quarantine=None, job="j", batch_id="b1", state={"offset": 2})
+        3
+        >>> wh.read_state("j"), wh.tables()
+        ({'offset': 2}, ['_loopline_state', 'alerts', 'readings'])
+        >>> wh.close()
+        """
+        parts: list[TableWrite] = []
+        for write in writes:
+            self._check_name(write.table)
+            if write.mode not in ("append", "merge"):
+                raise SinkError(
+                    f"write mode {write.mode!r} cannot be part of a multi-table commit",
+                    table=write.table,
+                    hint="use append or merge (replace stages a whole table: commit_batch)",
+                )
+            data = with_batch_id(write.data, batch_id)
+            if write.mode == "merge":
+                data = _last_per_key(data, write.key, write.table)
+            parts.append(TableWrite(write.table, data, write.mode, write.key))
+        tables = [part.table for part in parts]
+        if len(set(tables)) != len(tables):
+            raise SinkError(
+                "a table appears twice in one commit",
+                table=next(t for t in tables if tables.count(t) > 1),
+                hint="concatenate the table's rows into one part",
+            )
+        rejected = None if quarantine is None else with_batch_id(quarantine, batch_id)
+        state_text = _state_json(state, job)
+        replaces = None if new_batch else batch_id
+        first = tables[0] if tables else QUARANTINE_TABLE
+
+        def write_all(where: list[str]) -> None:
+            for part in parts:
+                where[0] = part.table
+                self._write(part.table, part.data, part.mode, part.key, replaces)
+            where[0] = first  # quarantine rows and state belong to the batch as a whole
+            self._write_quarantine(rejected, replaces)
+            if state_text is not None:
+                self._upsert_state(job, state_text, batch_id)
+
+        self._commit_retrying(write_all, first)
+        return sum(int(part.data.num_rows) for part in parts)
+
+    def _commit_retrying(self, write: Callable[[list[str]], None], table: str) -> None:
+        """Run ``write`` in one transaction; once more on fresh column lookups when the
+        remembered ones may be stale (see ``__init__``). ``write`` keeps the table an error
+        should name in its argument's only item."""
         for attempt in (1, 2):
             self._used_known = False
+            where = [table]
             try:
                 with self._transaction():
-                    if fresh_stage:  # leftovers of a crashed run must not leak into this one
-                        self._execute(f"DROP TABLE IF EXISTS {quote_ident(target)}")
-                        self._known[target] = None
-                    self._write(target, data, mode, key, None if new_batch else batch_id)
-                    self._write_quarantine(rejected, None if new_batch else batch_id)
-                    if state_text is not None and mode != "replace":
-                        self._upsert_state(job, state_text, batch_id)
-                break
+                    write(where)
+                return
             except self._db_errors as exc:
                 retry = self._used_known and attempt == 1 and not self._transient(exc)
                 self._known.clear()
                 if not retry:
-                    raise self._sink_error(exc, table, "write a batch to") from exc
-        if mode == "replace":
-            held = self._staged.get(table)
-            if state_text is None and held is not None:
-                state_text, batch_id = held.state, held.batch_id or batch_id
-            self._staged[table] = _HeldReplace(state_text, batch_id)
-        return int(data.num_rows)
+                    raise self._sink_error(exc, where[0], "write a batch to") from exc
 
     def finish_replace(self, *, table: str, job: str) -> None:
         """Swap the staged table in and commit the held state; with nothing staged by this
@@ -439,11 +532,20 @@ class SqlWarehouse(ABC):
         # On failure the transaction's rollback discards the incoming relation too; dropping
         # it in a `finally` would fail in the aborted transaction and hide the real error.
         self._load_incoming(data)
-        if mode == "merge":  # SQL equality: a NULL key never matches (contracts forbid them)
-            match = " AND ".join(f"{q_target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
-            self._execute(f"DELETE FROM {q_target} USING {INCOMING} AS s WHERE {match}")
-        self._execute(f"INSERT INTO {q_target} ({columns}) SELECT {columns} FROM {INCOMING}")
+        if mode == "merge":
+            self._merge_incoming(target, data.column_names, key)
+        else:
+            self._execute(f"INSERT INTO {q_target} ({columns}) SELECT {columns} FROM {INCOMING}")
         self._drop_incoming()
+
+    def _merge_incoming(self, target: str, columns: Sequence[str], key: Sequence[str]) -> None:
+        """Replace the rows of ``target`` whose ``key`` matches a row of :data:`INCOMING` by
+        that row, insert the rest (a key column holding NULL never matches, as in SQL)."""
+        q_target = quote_ident(target)
+        names = ", ".join(quote_ident(c) for c in columns)
+        match = " AND ".join(f"{q_target}.{quote_ident(k)} = s.{quote_ident(k)}" for k in key)
+        self._execute(f"DELETE FROM {q_target} USING {INCOMING} AS s WHERE {match}")
+        self._execute(f"INSERT INTO {q_target} ({names}) SELECT {names} FROM {INCOMING}")
 
     def _insert_whole(self, table: str, data: pa.Table, columns: list[str] | None) -> bool:
         """Insert ``data`` into ``table`` (whose ``columns`` are known, or ``None``) without

@@ -9,7 +9,9 @@ Memory is bounded and vectorised: each id is hashed (two independent 64-bit Pola
 so 128 bits: a false "duplicate" is as likely as a 128-bit collision, ~1e-25 for millions
 of ids) and kept in sorted NumPy arrays, 16 bytes per id. Ids live in time buckets of
 ``window / 8`` seconds; a bucket is forgotten as a whole once all its ids are older than the
-window, and the oldest buckets go early if more than ``max_ids`` ids are held.
+window, and the oldest buckets go early if more than ``max_ids`` ids are held. A bucket
+being filled holds a few sorted runs (merged like a binary counter), so remembering a
+micro-batch costs the same whether the bucket holds a thousand ids or half a million.
 
 >>> import polars as pl
 >>> memory = DedupeMemory(window=60.0)
@@ -45,23 +47,26 @@ def id_hashes(ids: pl.Series) -> tuple[U64, U64]:
 
 
 @dataclass
-class _Bucket:
-    """Ids first remembered in one time slot, sorted by ``hi`` (``lo`` in the same order)."""
+class _Run:
+    """Ids sorted by ``hi`` (``lo`` in the same order)."""
 
-    slot: int
-    newest: float
-    hi: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
-    lo: U64 = field(default_factory=lambda: np.empty(0, np.uint64))
+    hi: U64
+    lo: U64
 
-    def add(self, hi: U64, lo: U64, at: float) -> None:
-        # Both parts are sorted runs, so the stable sort (timsort) is a linear merge.
+    @classmethod
+    def of(cls, hi: U64, lo: U64) -> _Run:
         order = np.argsort(hi, kind="stable")
-        hi, lo = hi[order], lo[order]
-        merged_hi = np.concatenate([self.hi, hi])
-        merged = np.argsort(merged_hi, kind="stable")
-        self.hi = merged_hi[merged]
-        self.lo = np.concatenate([self.lo, lo])[merged]
-        self.newest = max(self.newest, at)
+        return cls(hi[order], lo[order])
+
+    def merged(self, newer: _Run) -> _Run:
+        """Both runs as one sorted run, in time linear in their sizes (no sort)."""
+        at = np.searchsorted(self.hi, newer.hi, side="right") + np.arange(newer.hi.size)
+        older = np.ones(self.hi.size + newer.hi.size, dtype=bool)
+        older[at] = False
+        hi, lo = np.empty(older.size, np.uint64), np.empty(older.size, np.uint64)
+        hi[at], lo[at] = newer.hi, newer.lo
+        hi[older], lo[older] = self.hi, self.lo
+        return _Run(hi, lo)
 
     def contains(self, hi: U64, lo: U64) -> Mask:
         if self.hi.size == 0 or hi.size == 0:
@@ -82,6 +87,44 @@ class _Bucket:
         return found
 
 
+@dataclass
+class _Bucket:
+    """Ids first remembered in one time slot, as a few sorted runs.
+
+    Each micro-batch adds a small run; a run is merged into the one before it while that
+    one is at most twice its size, so a bucket holds O(log n) runs and an id is merged
+    O(log n) times: adding stays cheap however full the bucket is (merging every batch
+    into one sorted array would cost time linear in the bucket). A bucket no longer
+    written to is merged into one run (:meth:`compact`).
+    """
+
+    slot: int
+    newest: float
+    runs: list[_Run] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(run.hi.size for run in self.runs)
+
+    def add(self, hi: U64, lo: U64, at: float) -> None:
+        self.runs.append(_Run.of(hi, lo))
+        while len(self.runs) > 1 and self.runs[-2].hi.size <= 2 * self.runs[-1].hi.size:
+            newer = self.runs.pop()
+            self.runs[-1] = self.runs[-1].merged(newer)
+        self.newest = max(self.newest, at)
+
+    def compact(self) -> None:
+        while len(self.runs) > 1:
+            newer = self.runs.pop()
+            self.runs[-1] = self.runs[-1].merged(newer)
+
+    def contains(self, hi: U64, lo: U64) -> Mask:
+        found = np.zeros(hi.size, dtype=bool)
+        for run in self.runs:
+            found |= run.contains(hi, lo)
+        return found
+
+
 class DedupeMemory:
     """Ids remembered for at least ``window`` seconds, at most about ``max_ids`` of them."""
 
@@ -90,14 +133,17 @@ class DedupeMemory:
         self.max_ids = int(max_ids)
         self._slot_seconds = max(self.window / 8.0, 1.0)
         self._buckets: deque[_Bucket] = deque()
+        # The ids last hashed and their hashes: remembering the ids just checked by
+        # ``seen`` (the same Series object, held so its id cannot be reused) hashes once.
+        self._hashed: tuple[pl.Series, U64, U64] | None = None
 
     def __len__(self) -> int:
-        return sum(b.hi.size for b in self._buckets)
+        return sum(b.size for b in self._buckets)
 
     def seen(self, ids: pl.Series, *, at: float) -> Mask:
         """For each id, whether it was remembered within the window before ``at``."""
         self._expire(at)
-        hi, lo = id_hashes(ids)
+        hi, lo = self._hashes(ids)
         found = np.zeros(hi.size, dtype=bool)
         for bucket in self._buckets:
             found |= bucket.contains(hi, lo)
@@ -107,13 +153,22 @@ class DedupeMemory:
         """Remember ``ids`` as seen at ``at`` (seconds, e.g. ``time.time()``)."""
         if ids.len() == 0:
             return
-        hi, lo = id_hashes(ids)
+        hi, lo = self._hashes(ids)
         slot = int(at // self._slot_seconds)
         if not self._buckets or self._buckets[-1].slot < slot:
+            if self._buckets:
+                self._buckets[-1].compact()
             self._buckets.append(_Bucket(slot=slot, newest=at))
         # A late ``at`` (seeding from the store) goes into the newest bucket: kept longer.
         self._buckets[-1].add(hi, lo, at)
         self._expire(at)
+
+    def _hashes(self, ids: pl.Series) -> tuple[U64, U64]:
+        if self._hashed is not None and self._hashed[0] is ids:
+            return self._hashed[1], self._hashed[2]
+        hi, lo = id_hashes(ids)
+        self._hashed = (ids, hi, lo)
+        return hi, lo
 
     def _expire(self, now: float) -> None:
         while self._buckets and self._buckets[0].newest < now - self.window:

@@ -7,18 +7,20 @@ receive → decode → drop duplicates (within the batch, and ids remembered by
 :class:`~loopline.stream.dedupe.DedupeMemory`) → contract coerce / validate (the pipeline's
 contract, else one inferred from the first batch) → ``transform`` (string steps, then value
 steps) → enrich (left join of ``enrich_table`` on the device column, reloaded every minute)
-→ event-time windows → detectors per metric → alerts → sink commit (windows, anomalies,
-then readings + quarantine + watermarks in one commit) → ack → remember the ids.
+→ event-time windows → detectors per metric → alerts → sink commit (readings, windows,
+anomalies, quarantine and watermarks in one warehouse transaction) → ack → remember the ids.
 
 Delivery guarantees: messages are acked only after the commit that holds them, so a crash
 anywhere (kill -9 included) loses nothing: the broker redelivers what was not acked. Nothing
 is stored twice: remembered ids drop redeliveries (seeded on start from the readings
-ingested within ``sink.dedupe_window``), and windows / anomalies are merged by key.
+ingested within ``sink.dedupe_window``), windows are merged by key, and a batch's anomalies
+are stored in the transaction of the readings that raised them (on the lake, in separate
+commits: merged by key).
 
 Recovery on start: the watermarks committed with the last batch are read back, and every
 window operator is rebuilt from the stored readings not older than its watermark − horizon.
-Detector state is not persisted: after a restart each device warms up again (anomalies are
-merged by message id, so a re-scored reading is never stored twice).
+Detector state is not persisted: after a restart each device warms up again (a reading is
+scored only while it is not stored, so its anomalies are never stored twice).
 
 Quiet streams: when nothing arrives for ``idle_after`` seconds, event time is assumed to go
 on at the wall-clock rate, so the watermark moves to (newest event seen + seconds of quiet
@@ -63,7 +65,12 @@ from loopline.ingest.contract import ContractEngine
 from loopline.ingest.quarantine import StageResult, empty_quarantine
 from loopline.stream.dedupe import DedupeMemory
 from loopline.stream.status import StreamMetrics, StreamStatus
-from loopline.stream.storage import StreamSink, empty_anomalies, rejects_to_quarantine
+from loopline.stream.storage import (
+    StreamSink,
+    empty_anomalies,
+    rejects_to_quarantine,
+    utc_literal,
+)
 from loopline.stream.transport import Delivery, Transport
 
 if TYPE_CHECKING:
@@ -162,6 +169,7 @@ class StreamProcessor:
         self._newest_event: datetime | None = None
         self._last_message = time.monotonic()
         self._stored_schema: Any = None
+        self._no_quarantine = empty_quarantine()  # shared: frames are never changed in place
 
     # -- running -------------------------------------------------------------------------
 
@@ -282,23 +290,25 @@ class StreamProcessor:
         )
         frame = decoded.frame
         unique = frame.unique(subset=[p.id_field], keep="first", maintain_order=True)
+        ids = unique[p.id_field]
         if unique.height:
-            seen = self._memory.seen(unique[p.id_field], at=started)
-            unique = unique.filter(pl.Series(~seen)) if seen.any() else unique
+            seen = self._memory.seen(ids, at=started)
+            if seen.any():
+                fresh = pl.Series(~seen)
+                unique, ids = unique.filter(fresh), ids.filter(fresh)
         duplicates = frame.height - unique.height
         frame = unique.drop([c for c in _DROPPED if c in unique.columns]).with_columns(
             pl.lit(f"stream:{self.name}", dtype=pl.String).alias(lineage.SOURCE),
             pl.lit(batch_id, dtype=pl.String).alias(lineage.BATCH_ID),
-            pl.lit(now, dtype=_UTC_US).alias(lineage.INGESTED_AT),
+            utc_literal(now).alias(lineage.INGESTED_AT),
         )
         checked = self._check(frame)
         good = self._enrich(checked.data.sort(p.time_field, maintain_order=True), frame.columns)
-        quarantine = pl.concat(
+        quarantine = self._concat_quarantine(
             [
                 rejects_to_quarantine(decoded.rejects, self.sink.source, batch_id, now),
                 checked.quarantine,
-            ],
-            how="vertical_relaxed",
+            ]
         )
         windows, late_dropped, late_updated = self._window(good)
         anomalies = self._score(good)
@@ -307,7 +317,7 @@ class StreamProcessor:
         )
         committed = self._commit(good, quarantine, windows, anomalies, batch_id)
         self._dead_letter(quarantine)
-        self._memory.remember(unique[p.id_field], at=time.time())
+        self._memory.remember(ids, at=time.time())
         transport = self._transport
         if transport is not None:
             transport.ack(deliveries)
@@ -324,25 +334,40 @@ class StreamProcessor:
 
     def _check(self, frame: pl.DataFrame) -> StageResult:
         """Contract coercion and rules around the transform steps, as batch ingestion does."""
-        p = self.pipeline
+        schema = frame.schema
         metrics = [
             pl.col(m).cast(pl.Float64)
-            for m in p.metrics
-            if m in frame.columns and frame.schema[m].is_numeric()
+            for m in self.pipeline.metrics
+            if m in schema and schema[m].is_numeric() and schema[m] != pl.Float64
         ]
-        frame = frame.with_columns(metrics)
+        if metrics:
+            frame = frame.with_columns(metrics)
         if frame.height == 0 and self._engine is None:  # infer types from real data only
-            return StageResult(data=frame.with_columns(self._missing_metrics(frame)))
-        stages = [apply_steps(frame, self._string_steps, phase="string")]
+            return StageResult(data=self._with_metrics(frame), quarantine=self._no_quarantine)
+        stages: list[StageResult] = []
+        if self._string_steps:
+            stages.append(apply_steps(frame, self._string_steps, phase="string"))
+            frame = stages[-1].data
         if self._engine is None:
-            self._engine = ContractEngine.inferred(stages[-1].data, self._stored())
-        stages.append(self._engine.coerce(stages[-1].data))
-        stages.append(apply_steps(stages[-1].data, self._value_steps, phase="value"))
+            self._engine = ContractEngine.inferred(frame, self._stored())
+        stages.append(self._engine.coerce(frame))
+        if self._value_steps:
+            stages.append(apply_steps(stages[-1].data, self._value_steps, phase="value"))
         stages.append(self._engine.validate(stages[-1].data, self._stored()))
-        data = stages[-1].data.with_columns(self._missing_metrics(stages[-1].data))
+        data = self._with_metrics(stages[-1].data)
         parts = [s.quarantine for s in stages if s.quarantine.height]
-        quarantine = pl.concat(parts, how="vertical_relaxed") if parts else empty_quarantine()
-        return StageResult(data=data, quarantine=quarantine)
+        return StageResult(data=data, quarantine=self._concat_quarantine(parts))
+
+    def _with_metrics(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with a null column for each metric it lacks."""
+        missing = self._missing_metrics(frame)
+        return frame.with_columns(missing) if missing else frame
+
+    def _concat_quarantine(self, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        parts = [part for part in parts if part.height]
+        if len(parts) > 1:
+            return pl.concat(parts, how="vertical_relaxed")
+        return parts[0] if parts else self._no_quarantine
 
     def _missing_metrics(self, frame: pl.DataFrame) -> list[pl.Expr]:
         return [
@@ -487,6 +512,7 @@ class StreamProcessor:
                     watermarks=self._watermarks(),
                     batch_id=batch_id,
                     new_batch=attempt == 1,  # a lost connection may have committed it
+                    new_anomalies=True,  # scored readings passed the dedupe: none is stored
                 )
                 break
             except TransientSinkError as exc:
@@ -559,7 +585,7 @@ class StreamProcessor:
         self._seq += 1
         batch_id = lineage.batch_id(self.sink.job, f"{self._run_id}:{self._seq}")
         readings = self._empty_readings()
-        self._commit(readings, empty_quarantine(), windows, empty_anomalies(), batch_id)
+        self._commit(readings, self._no_quarantine, windows, empty_anomalies(), batch_id)
         self.status.windows += windows.height
         self.metrics.count("window", windows.height)
 

@@ -1,20 +1,22 @@
 """Where a stream pipeline's micro-batches land: readings, window aggregates, anomalies.
 
 A :class:`StreamSink` writes to one loopline destination (the warehouse or the lake, opened
-like an ingest job's) in three commits per micro-batch, in this order:
+like an ingest job's). On the warehouse each micro-batch is ONE transaction
+(``commit_tables``): raw readings (``append``), window aggregates (``merge`` on
+(``_source``, window, device, window_start, metric)), anomalies (``merge`` on (``_source``,
+msg_id, metric, detector), or ``append`` when the caller knows they are new: see
+:meth:`StreamSink.commit`), the quarantine rows and the pipeline state ``{"watermarks":
+{...}, "committed_at": ...}`` of job ``stream:<name>:w<worker>``. A crash leaves all of a
+batch or none of it; redelivered messages are then written again.
 
-1. window aggregates, ``merge`` on (``_source``, window, device, window_start, metric);
-2. anomalies, ``merge`` on (``_source``, msg_id, metric, detector);
-3. raw readings (``append``) together with the quarantine rows and the pipeline state
-   ``{"watermarks": {...}, "committed_at": ...}`` in ONE ``commit_batch`` (job
-   ``stream:<name>:w<worker>``; ``stream.<name>.w<worker>`` on the lake, whose names allow
-   no colon): readings and state are atomic.
+The lake commits one Delta table at a time: windows, then anomalies, then the readings with
+the quarantine rows and the state (job ``stream.<name>.w<worker>``: lake names allow no
+colon). The first two are idempotent merges, so a crash between commits only means they are
+written again when the unacknowledged messages are redelivered.
 
-The first two are idempotent, so a crash between commits only means they are written again
-when the unacknowledged messages are redelivered. Scaled-out workers share one warehouse: the
-first write of a table by a worker may race another worker creating it (PostgreSQL refuses
-the second ``CREATE TABLE``), so that commit, rolled back, is tried once more and then finds
-the table.
+Scaled-out workers share one warehouse: the first write of a table by a worker may race
+another worker creating it (PostgreSQL refuses the second ``CREATE TABLE``), so that commit,
+rolled back, is tried once more and then finds the table.
 
 Every row carries the lineage columns ``_source`` (``stream:<name>``), ``_batch_id`` and
 ``_ingested_at``; readings also keep ``_topic``. :meth:`StreamSink.enforce_retention`
@@ -39,8 +41,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import polars as pl
 import pyarrow as pa
@@ -50,7 +53,7 @@ from loopline.config import DestinationConfig, LooplineConfig
 from loopline.config.streams import NatsTransportConfig, StreamPipelineConfig
 from loopline.errors import SinkError, StreamError, TransientSinkError
 from loopline.ingest.quarantine import QUARANTINE_SCHEMA, empty_quarantine
-from loopline.store.destination import QUARANTINE_TABLE, STATE_TABLE, Destination
+from loopline.store.destination import QUARANTINE_TABLE, STATE_TABLE, Destination, TableWrite
 from loopline.store.factory import open_destination
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,22 @@ ANOMALY_SCHEMA: dict[str, pl.DataType] = {
 WINDOW_KEY = ("window", "window_start", "metric")
 ANOMALY_KEY = ("msg_id", "metric", "detector")
 TOPIC = "_topic"
+
+
+@runtime_checkable
+class _MultiTable(Protocol):
+    """A destination that commits several tables in one transaction (the warehouse)."""
+
+    def commit_tables(
+        self,
+        writes: Sequence[TableWrite],
+        *,
+        quarantine: pa.Table | None,
+        job: str,
+        batch_id: str,
+        state: dict[str, Any] | None,
+        new_batch: bool = False,
+    ) -> int: ...
 
 
 class _Ranged(Protocol):
@@ -112,6 +131,7 @@ class StreamSink:
             spec = DestinationConfig(kind=self.settings.kind, table=self.settings.readings_table)
             destination = open_destination(config.stores, spec, base_dir=config.project_dir)
         self.destination = destination
+        self._multi_table = isinstance(destination, _MultiTable)
         self._last_retention = 0.0
         self._written: set[str] = set()  # tables this sink has committed to
 
@@ -166,68 +186,115 @@ class StreamSink:
         watermarks: dict[str, str | None],
         batch_id: str,
         new_batch: bool = False,
+        new_anomalies: bool = False,
     ) -> None:
-        """Commit one micro-batch: windows, anomalies, then readings + quarantine + state.
+        """Commit one micro-batch: readings, windows, anomalies, quarantine rows and state
+        (one transaction on the warehouse; see the module docstring for the lake).
 
         ``new_batch``: ``batch_id`` is fresh and this is its first attempt, so the readings
-        append skips looking for earlier rows of it (a scan that grows with the table)."""
+        append skips looking for earlier rows of it (a scan that grows with the table).
+        ``new_anomalies``: no anomaly of this batch can be stored yet, because each comes
+        from a reading of this batch that is not stored yet (the processor drops messages
+        whose reading is stored) and is committed in the transaction of its reading; the
+        warehouse then appends them instead of merging them by key (a merge scans the
+        whole table). A re-commit of ``batch_id`` still replaces them."""
         now = datetime.now(UTC)
         stamp = [
             pl.lit(self.source, dtype=pl.String).alias(lineage.SOURCE),
-            pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias(lineage.INGESTED_AT),
+            utc_literal(now).alias(lineage.INGESTED_AT),
         ]
+        parts = [TableWrite(self.settings.readings_table, _arrow(readings.with_columns(stamp)))]
         if windows.height:
-            self._commit_batch(
-                table=self.settings.windows_table,
-                data=_arrow(windows.with_columns(stamp)),
-                mode="merge",
-                key=[lineage.SOURCE, WINDOW_KEY[0], self.pipeline.device_field, *WINDOW_KEY[1:]],
-                quarantine=None,
-                job=f"{self.job}.windows",
-                batch_id=batch_id,
-                state=None,
+            window_key = (
+                lineage.SOURCE,
+                WINDOW_KEY[0],
+                self.pipeline.device_field,
+                *WINDOW_KEY[1:],
             )
+            windows_part = _arrow(windows.with_columns(stamp))
+            parts.append(TableWrite(self.settings.windows_table, windows_part, "merge", window_key))
         if anomalies.height:
-            self._commit_batch(
-                table=self.settings.anomalies_table,
-                data=_arrow(anomalies.with_columns(stamp)),
-                mode="merge",
-                key=[lineage.SOURCE, *ANOMALY_KEY],
-                quarantine=None,
-                job=f"{self.job}.anomalies",
-                batch_id=batch_id,
-                state=None,
+            anomalies_part = _arrow(anomalies.with_columns(stamp))
+            anomaly_key = (lineage.SOURCE, *ANOMALY_KEY)
+            mode: Literal["append", "merge"] = "merge"
+            if new_anomalies and self._multi_table:
+                mode = "append"
+            parts.append(
+                TableWrite(self.settings.anomalies_table, anomalies_part, mode, anomaly_key)
             )
+        rejected = _arrow(quarantine.with_columns(stamp)) if quarantine.height else None
         state = {"watermarks": watermarks, "committed_at": now.isoformat()}
-        self._commit_batch(
-            table=self.settings.readings_table,
-            data=_arrow(readings.with_columns(stamp)),
-            mode="append",
-            key=[],
-            quarantine=_arrow(quarantine.with_columns(stamp)) if quarantine.height else None,
+        tables = {part.table for part in parts} | {STATE_TABLE}
+        if rejected is not None:
+            tables.add(QUARANTINE_TABLE)
+        if self._multi_table:
+            commit_tables = self.destination.commit_tables  # type: ignore[attr-defined]
+            self._first_write_retried(
+                tables,
+                lambda: commit_tables(
+                    parts,
+                    quarantine=rejected,
+                    job=self.job,
+                    batch_id=batch_id,
+                    state=state,
+                    new_batch=new_batch,
+                ),
+            )
+            return
+        for part in parts[1:]:  # idempotent merges first: the readings' commit holds the state
+            self._commit_one(part, job=f"{self.job}.{part.table}", batch_id=batch_id)
+        self._commit_one(
+            parts[0],
             job=self.job,
             batch_id=batch_id,
+            quarantine=rejected,
             state=state,
             new_batch=new_batch,
         )
 
-    def _commit_batch(self, **batch: Any) -> None:
-        """``destination.commit_batch``, tried once more when it touched a table this sink
-        has not written yet: another worker may have created that table concurrently."""
-        tables = {batch["table"]}
-        if batch["quarantine"] is not None:
+    def _commit_one(
+        self,
+        part: TableWrite,
+        *,
+        job: str,
+        batch_id: str,
+        quarantine: pa.Table | None = None,
+        state: dict[str, Any] | None = None,
+        new_batch: bool = False,
+    ) -> None:
+        """One ``destination.commit_batch`` (destinations without ``commit_tables``)."""
+        tables = {part.table}
+        if quarantine is not None:
             tables.add(QUARANTINE_TABLE)
-        if batch["state"] is not None:
+        if state is not None:
             tables.add(STATE_TABLE)
+        self._first_write_retried(
+            tables,
+            lambda: self.destination.commit_batch(
+                table=part.table,
+                data=part.data,
+                mode=part.mode,
+                key=list(part.key),
+                quarantine=quarantine,
+                job=job,
+                batch_id=batch_id,
+                state=state,
+                new_batch=new_batch,
+            ),
+        )
+
+    def _first_write_retried(self, tables: set[str], commit: Callable[[], int]) -> None:
+        """Run ``commit``, once more when it touched a table this sink has not written yet:
+        another worker may have created that table concurrently."""
         try:
-            self.destination.commit_batch(**batch)
+            commit()
         except TransientSinkError:
             raise  # the processor retries these on a new connection
         except SinkError as exc:
             if tables <= self._written:
                 raise
             log.info("first commit to %s failed, trying once more: %s", sorted(tables), exc)
-            self.destination.commit_batch(**batch)
+            commit()
         self._written |= tables
 
     def enforce_retention(self, *, keep_after: datetime | None = None, force: bool = False) -> int:
@@ -267,6 +334,22 @@ class StreamSink:
         return ranged
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_literal(moment: datetime) -> pl.Expr:
+    """``moment`` (timezone-aware) as a ``Datetime("us", "UTC")`` literal, to the microsecond.
+
+    Built from its integer microseconds: a quarter of what ``pl.lit`` of a datetime costs
+    (every micro-batch stamps its rows).
+
+    >>> pl.select(utc_literal(datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=UTC))).item()
+    datetime.datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
+    """
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return pl.lit(micros, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+
+
 def _arrow(frame: pl.DataFrame) -> pa.Table:
     """``frame`` as Arrow without all-null columns of no type (no table can store those)."""
     untyped = [c for c, dtype in frame.schema.items() if dtype == pl.Null()]
@@ -299,4 +382,10 @@ def empty_anomalies() -> pl.DataFrame:
     return pl.DataFrame(schema=ANOMALY_SCHEMA)
 
 
-__all__ = ["ANOMALY_SCHEMA", "StreamSink", "empty_anomalies", "rejects_to_quarantine"]
+__all__ = [
+    "ANOMALY_SCHEMA",
+    "StreamSink",
+    "empty_anomalies",
+    "rejects_to_quarantine",
+    "utc_literal",
+]
