@@ -4,6 +4,7 @@ load with zero failed requests; a version that cannot load leaves the old one se
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -200,3 +201,21 @@ def test_a_broken_new_version_keeps_the_old_one_serving(
     assert {version for _, version in load.results} == {"1"}
     assert entry["version"] == "1"
     assert f"could not load version {broken.version} of 'churn'" in entry["error"]
+
+
+def test_a_swapped_in_version_is_frozen_out_of_garbage_collection(
+    project: ChurnProject, champion: Any
+) -> None:
+    gc.unfreeze()
+    loaded: list[object] = []
+    watcher: AliasWatcher[list[object]] = AliasWatcher(
+        project.registry,
+        MODEL,
+        "champion",
+        load=lambda info: [info.version],  # a container: tracked by the collector
+        on_swap=lambda info, model: loaded.append(model),
+    )
+    assert gc.get_freeze_count() == 0
+    assert watcher.check_now()
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()  # leave the test process as it was

@@ -18,6 +18,7 @@ Example (not run here: it needs a registry)::
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +28,18 @@ from loopline.errors import LooplineError, RegistryError
 from loopline.registry import ModelRegistry, VersionInfo
 
 log = logging.getLogger(__name__)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
+
+    A server holds millions of long-lived objects (MLflow, scikit-learn, the models); each
+    full collection scanned them all and stalled requests for 100-200 ms, which was most of
+    the p99 latency. Frozen objects are still freed by reference counting when a swapped-out
+    model goes; only reference cycles among them are never collected.
+    """
+    gc.freeze()
+
 
 T = TypeVar("T")
 
@@ -96,6 +109,7 @@ class AliasWatcher(Generic[T]):
                 return False
             old = self.version
             self._on_swap(info, loaded)
+            freeze_heap()
             self.version = info.version
             self.last_error = None
             log.info(

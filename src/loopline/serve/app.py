@@ -16,6 +16,7 @@ use (``loopline.serve.app:app_from_environment``, with ``--factory``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from loopline.config import CONFIG_FILENAME, LooplineConfig, config_from_dict, load_config
 from loopline.errors import LooplineError
+from loopline.serve.alias_watch import freeze_heap
 from loopline.serve.auth import AccessGate, caller
 from loopline.serve.http_logging import configure_logging
 from loopline.serve.metrics import ServeMetrics
@@ -266,6 +268,8 @@ def _load(app: FastAPI, startup: _Startup) -> None:
             state.recommender = OnlineRecommender.open(
                 recommender, state.registry, poll_interval=config.serve.poll_interval
             )
+        gc.collect()  # start-up garbage first, then keep collections off the models
+        freeze_heap()
         served = ", ".join(m.name for m in config.serve.models) or "no models"
         log.info("serve: ready (%s)", served)
     except Exception as exc:  # reported by /health/ready; the process stays up to say so
