@@ -18,7 +18,8 @@ from tests.serve.churn_project import FEATURES, MODEL, THRESHOLD, ChurnProject, 
 
 from loopline.config.serving import ServedModelConfig
 from loopline.errors import NotServedError, ServeError, SignatureError
-from loopline.serve.model_host import LoadedModel, ModelHost, Prediction
+from loopline.serve.loaded_model import LoadedModel, Prediction
+from loopline.serve.model_host import ModelHost
 from loopline.serve.signature import ColumnSpec, InputSchema
 
 

@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from loopline.config.serving import RequestLogConfig
 from loopline.serve import request_log as request_log_module
 from loopline.serve.experiments import Assignment
+from loopline.serve.loaded_model import Prediction
 from loopline.serve.log_tables import (
     ab_exposures,
     serve_events,
     serve_feedback,
     serve_requests,
 )
-from loopline.serve.model_host import Prediction
 from loopline.serve.request_log import RequestLog, sampled
 from loopline.store.metadata import MetadataStore
 

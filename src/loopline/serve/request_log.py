@@ -148,7 +148,7 @@ class RequestLog:
         """Log one scored request (``shadow``: a shadow challenger's answer, not served).
 
         ``rows`` are the request's input rows (PII fields masked before writing);
-        ``prediction`` a :class:`~loopline.serve.model_host.Prediction` or a JSON-ready
+        ``prediction`` a :class:`~loopline.serve.loaded_model.Prediction` or a JSON-ready
         dict of outputs; ``unit`` the A/B unit id.
         """
         if not self.enabled or not sampled(request_id, self._rate):

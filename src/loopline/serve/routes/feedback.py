@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.errors import SignatureError
+from loopline.serve.routes.error_responses import error_responses
 from loopline.serve.state import get_state
 
 router = APIRouter(tags=["feedback"])
@@ -119,13 +120,7 @@ def _items(payload: Any, max_items: int, header_unit: str | None) -> list[tuple[
     summary="Send the observed label of a prediction",
     status_code=202,
     response_model=FeedbackAccepted,
-    responses={
-        401: {"description": "Missing credentials."},
-        403: {"description": "Invalid API key or token."},
-        413: {"description": "Body larger than serve.limits.max_body_bytes."},
-        422: {"description": "Malformed feedback."},
-        429: {"description": "Rate limit exceeded (see Retry-After)."},
-    },
+    responses=error_responses(422, invalid="Malformed feedback."),
     openapi_extra={
         "requestBody": {
             "required": True,

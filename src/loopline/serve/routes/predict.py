@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.errors import ServeError, SignatureError
+from loopline.serve.routes.error_responses import error_responses
 from loopline.serve.state import ServeState, get_state
 
 log = logging.getLogger(__name__)
@@ -70,20 +71,14 @@ class PredictResponse(BaseModel):
     threshold: float | None
 
 
-class ErrorBody(BaseModel):
-    detail: Any
-    request_id: str | None
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing credentials."},
-    403: {"model": ErrorBody, "description": "Invalid API key or token."},
-    404: {"model": ErrorBody, "description": "No such served model."},
-    413: {"model": ErrorBody, "description": "Body larger than serve.limits.max_body_bytes."},
-    422: {"model": ErrorBody, "description": "Rows do not match the model's signature."},
-    429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)."},
-    503: {"model": ErrorBody, "description": "Model not loaded yet, or prediction timed out."},
-}
+_ERRORS = error_responses(
+    404,
+    422,
+    503,
+    not_found="No such served model.",
+    invalid="Rows do not match the model's signature.",
+    unavailable="Model not loaded yet, or prediction timed out.",
+)
 
 
 def _invalid(loc: list[str | int], msg: str, kind: str = "value_error") -> SignatureError:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from loopline.config.serving import Strategy
 from loopline.errors import NotServedError, SignatureError
+from loopline.serve.routes.error_responses import error_responses
 from loopline.serve.state import ServeState, get_state
 
 if TYPE_CHECKING:  # the model's arrays load with the recommender, not with the routes
@@ -94,20 +95,14 @@ class Recommendations(BaseModel):
     request_id: str
 
 
-class ErrorBody(BaseModel):
-    detail: Any
-    request_id: str | None
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing credentials."},
-    403: {"model": ErrorBody, "description": "Invalid API key or token."},
-    404: {"model": ErrorBody, "description": "No recommender is configured."},
-    413: {"model": ErrorBody, "description": "Body larger than serve.limits.max_body_bytes."},
-    422: {"model": ErrorBody, "description": "Invalid event or query."},
-    429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)."},
-    503: {"model": ErrorBody, "description": "The recommender is not loaded yet."},
-}
+_ERRORS = error_responses(
+    404,
+    422,
+    503,
+    not_found="No recommender is configured.",
+    invalid="Invalid event or query.",
+    unavailable="The recommender is not loaded yet.",
+)
 
 
 def _recommender(state: ServeState) -> OnlineRecommender:
