@@ -22,7 +22,17 @@ import sys
 from pathlib import Path
 from loopline.config import config_from_dict
 from loopline.ingest.pipeline import IngestPipeline
+from loopline.store.warehouse import SqlWarehouse
 import yaml
+
+commit = SqlWarehouse.commit_batch
+
+def reporting_commit(self, *args, **kwargs):  # tells the test a batch is durable
+    result = commit(self, *args, **kwargs)
+    print("committed", file=sys.stderr, flush=True)
+    return result
+
+SqlWarehouse.commit_batch = reporting_commit
 cfg = config_from_dict(yaml.safe_load(Path(sys.argv[1]).read_text()), project_dir=Path(sys.argv[2]))
 IngestPipeline(cfg, "events").run()
 """
@@ -72,7 +82,12 @@ def kill_mid_run(tmp_path: Path, delay: float) -> None:
             stderr=stderr,
         )
         deadline = time.monotonic() + 60
-        while runs_started(tmp_path / ".loopline" / "metadata.db") == before:
+        # Killed only once the run has started and committed a batch: a slow start (imports,
+        # a loaded machine) must not decide whether the killed runs left anything behind.
+        while (
+            runs_started(tmp_path / ".loopline" / "metadata.db") == before
+            or "committed" not in log.read_text()
+        ):
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline
             time.sleep(0.05)
