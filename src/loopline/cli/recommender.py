@@ -127,15 +127,6 @@ def train(
     """Train ALS and co-visitation, rank held-out interactions beside popularity, register."""
     try:
         cfg = project_config(config)
-        if name not in cfg.recommenders:
-            jobs = ", ".join(sorted(cfg.recommenders)) or "none"
-            fail(
-                ConfigError(
-                    f"no recommender job named {name!r} (jobs: {jobs})",
-                    path=f"recommenders.{name}",
-                    hint="give a job declared under 'recommenders:' in loopline.yaml",
-                )
-            )
         if split not in (None, "global", "user"):
             fail(ConfigError(f"--split must be 'global' or 'user', got {split!r}"))
         mode: Literal["global", "user"] | None = (
@@ -150,12 +141,13 @@ def train(
                 if status is not None and event in _STAGES:
                     status.update(_STAGES[event])
 
+            job = RecommenderJob(cfg, name, split=mode, on_progress=progress)  # checks the name
             if dataset is not None:
                 from loopline.datasets import load_into_warehouse
 
-                table = cfg.recommenders[name].table
+                table = job.spec.table
                 load_into_warehouse(dataset, cfg, table=None if table == dataset else table)
-            result = RecommenderJob(cfg, name, split=mode, on_progress=progress).run()
+            result = job.run()
     except LooplineError as exc:
         fail(exc)
     if as_json:
