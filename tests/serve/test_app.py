@@ -158,6 +158,11 @@ def test_cors_opens_for_listed_origins(folder: Path, client: TestClient) -> None
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in other.headers
+        hot = client.post(  # a fast-lane route gets the same CORS answer
+            "/v1/models/churn/predict", json={"row": {}}, headers={"Origin": "https://app.example"}
+        )
+        assert hot.status_code == 404
+        assert hot.headers["access-control-allow-origin"] == "https://app.example"
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:

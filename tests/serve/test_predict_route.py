@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from tests.serve.churn_project import FEATURES, ChurnProject, make_churn_project
+from tests.serve.fast_lane_check import Call, assert_lane_matches_fastapi
 
 from loopline.config.serving import ServeConfig
 from loopline.serve.app import create_app
@@ -231,3 +232,17 @@ def test_metrics_count_predictions_by_version_and_variant(client: TestClient) ->
     assert 'loopline_prediction_errors_total{error="NotServedError",model="_unknown"}' in text
     assert 'loopline_model_version{alias="champion",model="churn"} 1.0' in text
     assert 'loopline_shadow_predictions_total{model="churn",outcome="ok",version="2"}' in text
+
+
+def test_the_fast_lane_answers_as_fastapi_does(project: ChurnProject, client: TestClient) -> None:
+    row = project.rows(1)[0]
+    broken = row | {"tenure": "long"}
+    calls: list[Call] = [
+        lambda c, h: c.post(PREDICT, json={"row": row, "unit_id": "u1"}, headers=h),
+        lambda c, h: c.post(PREDICT, json={"rows": project.rows(3), "unit_id": "u2"}, headers=h),
+        lambda c, h: c.post(PREDICT, content=b"{not json", headers=h),
+        lambda c, h: c.post(PREDICT, json={"row": row, "extra": 1}, headers=h),
+        lambda c, h: c.post(PREDICT, json={"rows": [row, broken]}, headers=h),
+        lambda c, h: c.post("/v1/models/nope/predict", json={"row": row}, headers=h),
+    ]
+    assert_lane_matches_fastapi(client, calls)

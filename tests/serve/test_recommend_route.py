@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import yaml
 from fastapi import FastAPI
 from tests.conftest import service_url
+from tests.serve.fast_lane_check import Call, assert_lane_matches_fastapi
 from tests.serve.recommend.recommender_project import (
     make_recommender_project,
     register_recommender,
@@ -325,3 +326,19 @@ def test_redis_state_is_shared_by_two_server_processes(
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def test_the_fast_lane_answers_as_fastapi_does(client: TestClient) -> None:
+    recs = "/v1/recommendations"
+    event = {"user": "lane", "item": "i02", "type": "like"}  # invalid: a valid one would
+    # change the trending items between the two passes
+    calls: list[Call] = [
+        lambda c, h: c.get(f"{recs}/alice", headers=h),
+        lambda c, h: c.get(f"{recs}/bob", params={"k": 5, "exclude": "i01,i02"}, headers=h),
+        lambda c, h: c.get(f"{recs}/bob", params={"k": "ten"}, headers=h),
+        lambda c, h: c.get(f"{recs}/bob", params={"k": 0}, headers=h),
+        lambda c, h: c.get(f"{recs}/bob", params={"k": 21}, headers=h),
+        lambda c, h: c.post("/v1/events", json=event, headers=h),
+        lambda c, h: c.post("/v1/events", content=b"[", headers=h),
+    ]
+    assert_lane_matches_fastapi(client, calls)

@@ -19,6 +19,7 @@ from loopline.config.training import FeatureOptions, FeatureRoles
 from loopline.errors import TrainError
 from loopline.train.features import (
     DatetimeParts,
+    _as_category_strings,
     build_pipeline,
     build_preprocessor,
     check_target_transform,
@@ -398,3 +399,18 @@ def test_a_log_transform_of_a_target_with_zeros_is_an_error() -> None:
 def test_a_log_transform_of_a_classification_target_is_an_error() -> None:
     with pytest.raises(TrainError, match="applies to regression"):
         check_target_transform([0, 1, 1], "log", task="binary", target="churn")
+
+
+@pytest.mark.parametrize("dtype", [object, "str", "category"])
+def test_category_strings_are_python_strings_with_nan_for_missing(dtype: Any) -> None:
+    frame = pd.DataFrame({"plan": ["a", None, "b"], "code": ["1", "2", pd.NA]}).astype(dtype)
+    out = _as_category_strings(frame)
+    assert list(out.columns) == ["plan", "code"]
+    assert all(dtype == np.dtype(object) for dtype in out.dtypes)
+    assert out["plan"].tolist()[::2] == ["a", "b"]
+    assert out["code"].tolist()[:2] == ["1", "2"]
+    assert np.isnan(out.loc[1, "plan"])
+    assert np.isnan(out.loc[2, "code"])
+    numbers = _as_category_strings(np.array([[1.5, True], [np.nan, None]], dtype=object))
+    assert numbers.iloc[0].tolist() == ["1.5", "True"]
+    assert numbers.iloc[1].isna().all()

@@ -5,7 +5,8 @@ lifespan answers ``/health/live`` at once and loads in a background thread: the 
 the metadata database, every served model (by alias), the recommender, the experiments and
 the request log; ``/health/ready`` is 503 until that is done. Shutdown closes them all (the
 request log is flushed). :func:`app_from_environment` is the import string uvicorn's workers
-use (``loopline.serve.app:app_from_environment``, with ``--factory``).
+use (``loopline.serve.app:app_from_environment``, with ``--factory``). The app is a
+:class:`~loopline.serve.fast_lane.ServeApp`: FastAPI with a short lane for the hot routes.
 
 >>> from loopline.config import config_from_dict
 >>> app = create_app(config_from_dict({"project": "shop"}))
@@ -26,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from loopline.config import CONFIG_FILENAME, LooplineConfig, config_from_dict, load_config
 from loopline.errors import LooplineError
 from loopline.serve.alias_watch import freeze_heap
 from loopline.serve.auth import AccessGate, caller
+from loopline.serve.fast_lane import FastLane, ServeApp
 from loopline.serve.http_logging import configure_logging
 from loopline.serve.metrics import ServeMetrics
 from loopline.serve.middleware import ServeMiddleware, install_error_handlers
@@ -60,12 +64,12 @@ def _routers() -> list[APIRouter]:
     ]
 
 
-def create_app(config: LooplineConfig) -> FastAPI:
+def create_app(config: LooplineConfig) -> ServeApp:
     """The server for ``config.serve`` (models load when the app starts)."""
     from loopline import __version__
 
     serve = config.serve
-    app = FastAPI(
+    app = ServeApp(
         title="loopline",
         version=__version__,
         summary="Predictions, real-time recommendations, A/B tests and feedback.",
@@ -84,23 +88,30 @@ def create_app(config: LooplineConfig) -> FastAPI:
     gate = [Depends(caller)]
     for router in _routers():
         app.include_router(router, dependencies=gate)
-    if serve.cors.allow_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=serve.cors.allow_origins,
-            allow_methods=serve.cors.allow_methods,
-            allow_headers=serve.cors.allow_headers,
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+    cors = serve.cors
+    cors_options: dict[str, Any] = {
+        "allow_origins": cors.allow_origins,
+        "allow_methods": cors.allow_methods,
+        "allow_headers": cors.allow_headers,
+        "expose_headers": ["X-Request-ID", "Retry-After"],
+    }
+    if cors.allow_origins:
+        app.add_middleware(CORSMiddleware, **cors_options)
     # added last, so outermost: the request id and the metrics cover CORS answers too
-    app.add_middleware(ServeMiddleware, metrics=metrics, max_body_bytes=serve.limits.max_body_bytes)
+    limit = serve.limits.max_body_bytes
+    app.add_middleware(ServeMiddleware, metrics=metrics, max_body_bytes=limit)
+
+    def wrap(inner: ASGIApp) -> ASGIApp:  # the same middleware around the fast lane
+        if cors.allow_origins:
+            inner = CORSMiddleware(inner, **cors_options)
+        return ServeMiddleware(inner, metrics=metrics, max_body_bytes=limit)
+
+    app.fast_lane = FastLane(app, wrap)
     app.openapi = _openapi_with_security(app)  # type: ignore[method-assign]
     return app
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ServeApp:
     """The app for ``$LOOPLINE_SERVE_CONFIG`` (else ./loopline.yaml, else the defaults):
     the factory each uvicorn worker process calls. ``$LOOPLINE_SERVE_LOG_LEVEL`` set: the
     worker logs JSON lines at that level (``loopline serve --workers N`` sets both)."""

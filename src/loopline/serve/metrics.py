@@ -128,16 +128,30 @@ class ServeMetrics:
             ["model", "version", "outcome"],
             registry=r,
         )
+        # label values -> their children (bounded: route templates, status codes, versions)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._prediction_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and observe its latency."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() checks and locks: once per label set, not per request
+            counter = self.requests.labels(route, method, str(status))
+            children = (counter, self.latency.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def prediction(self, model: str, version: str, variant: str | None, *, rows: int) -> None:
         """Count one answered prediction request of ``rows`` rows."""
-        self.predictions.labels(model, version, variant or "").inc()
-        self.rows.labels(model).inc(rows)
+        key = (model, version, variant or "")
+        children = self._prediction_children.get(key)
+        if children is None:
+            children = (self.predictions.labels(*key), self.rows.labels(model))
+            self._prediction_children[key] = children
+        children[0].inc()
+        children[1].inc(rows)
 
     def error(self, model: str, error: str) -> None:
         self.errors.labels(model, error).inc()
