@@ -158,6 +158,10 @@ def test_cors_opens_for_listed_origins(folder: Path, client: TestClient) -> None
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in other.headers
+        deadline = time.monotonic() + 60
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         hot = client.post(  # a fast-lane route gets the same CORS answer
             "/v1/models/churn/predict", json={"row": {}}, headers={"Origin": "https://app.example"}
         )
