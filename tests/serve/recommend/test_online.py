@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from tests.serve.recommend.recommender_project import ITEMS, synthetic_model
 
+import loopline.serve.recommend.ranking as ranking_module
 from loopline.config.serving import RecommenderServeConfig
 from loopline.errors import ServeError
 from loopline.serve.recommend.online import OnlineRecommender
+from loopline.serve.recommend.ranking import top_indices
 from loopline.train.recommender import RecommenderModel
 
 
@@ -141,3 +143,53 @@ def test_swap_keeps_the_live_state(model: RecommenderModel) -> None:
 def test_non_positive_event_weights_are_refused(model: RecommenderModel) -> None:
     with pytest.raises(ServeError, match="event weights must be > 0"):
         online(model, event_weights={"view": 1.0, "skip": 0.0})
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 64, 65, 700, 7745])
+def test_top_indices_are_the_k_best_finite_scores_ties_to_the_smaller_index(size: int) -> None:
+    rng = np.random.default_rng(size)
+    for trial in range(30):
+        if trial % 3 == 0:
+            score = rng.integers(0, 4, size).astype(np.float64)  # many ties
+        else:
+            score = rng.normal(size=size)
+        score[rng.random(size) < (0.1 if trial % 2 else 0.97)] = -np.inf
+        if trial % 5 == 4 and size:
+            score[rng.integers(0, size)] = np.nan
+        finite = [j for j in range(size) if np.isfinite(score[j])]
+        expected = sorted(finite, key=lambda j: (-score[j], j))
+        for k in (1, 3, 10, 50, size, size + 5):
+            assert top_indices(score, k).tolist() == expected[:k], (trial, k)
+
+
+def test_cached_scores_answer_as_fresh_ones(
+    model: RecommenderModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = online(model)
+    monkeypatch.setattr(ranking_module, "CACHE_BYTES", 0)
+    monkeypatch.setattr(ranking_module, "FOLD_IN_CACHE", 0)
+    fresh = online(model)
+    steps: list[tuple[str, ...]] = [
+        ("ask", "alice"),
+        ("ask", "bob"),
+        ("event", "alice", "i06", "view"),
+        ("ask", "alice"),  # new history: not the cached answer of the first ask
+        ("ask", "alice"),  # same history: from the caches
+        ("event", "bob", "i03", "purchase"),
+        ("event", "erin", "i11", "view"),
+        ("ask", "bob"),
+        ("ask", "erin"),
+        ("event", "erin", "i10", "view"),
+        ("ask", "erin"),
+        ("ask", "alice"),
+        ("event", "alice", "i06", "click"),  # the same item again: other weights
+        ("ask", "alice"),
+    ]
+    for step in steps:
+        if step[0] == "event":
+            for rec in (cached, fresh):
+                rec.record(step[1], step[2], step[3], datetime(2026, 11, 27, 12, 0))
+            continue
+        for strategy in ("blend", "als", "covisit"):
+            got = cached.recommend(step[1], 5, strategy=strategy)  # type: ignore[arg-type]
+            assert got == fresh.recommend(step[1], 5, strategy=strategy), (step, strategy)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,27 +11,72 @@ from typing import Any
 import pytest
 from tests.conftest import service_url
 
-from loopline.serve.recommend.state import EPOCH, MemoryState, RecommenderState
+from loopline.serve.recommend.state import EPOCH, MemoryState, RecommenderState, Snapshot
 
 T0 = EPOCH + 1_000_000.0
 MakeState = Callable[..., Any]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.services)])
-def make_state(request: pytest.FixtureRequest) -> Iterator[MakeState]:
-    """A factory of fresh states of one kind (Redis: a unique key prefix, deleted after)."""
-    made: list[RecommenderState] = []
+class AsyncDriven:
+    """A state driven through its async methods (``arecord``, ``asnapshot``), in an event
+    loop of its own that lives as long as the state (as a server's loop would)."""
 
-    def make(**options: Any) -> RecommenderState:
-        if request.param == "memory":
-            state: RecommenderState = MemoryState(**options)
+    def __init__(self, state: RecommenderState) -> None:
+        self.state = state
+        self.runner = asyncio.Runner()
+
+    def record(self, user: str, item: str, weight: float, timestamp: float) -> None:
+        self.runner.run(self.state.arecord(user, item, weight, timestamp))
+
+    def snapshot(self, user: str, **options: Any) -> Snapshot:
+        return self.runner.run(self.state.asnapshot(user, **options))
+
+    def record_concurrently(self, calls: list[list[tuple[str, str, float, float]]]) -> None:
+        """Each list of events in a task of its own, the tasks interleaving."""
+
+        async def send(events: list[tuple[str, str, float, float]]) -> None:
+            for event in events:
+                await self.state.arecord(*event)
+
+        async def send_all() -> None:
+            await asyncio.gather(*(send(events) for events in calls))
+
+        self.runner.run(send_all())
+
+    def clear(self) -> None:
+        self.state.clear()
+
+    def close(self) -> None:
+        self.runner.run(self.state.aclose())
+        self.runner.close()
+        self.state.close()
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "memory-async",
+        pytest.param("redis", marks=pytest.mark.services),
+        pytest.param("redis-async", marks=pytest.mark.services),
+    ]
+)
+def make_state(request: pytest.FixtureRequest) -> Iterator[MakeState]:
+    """A factory of fresh states of one kind (Redis: a unique key prefix, deleted after),
+    used through the sync methods or (``-async``) through the async ones."""
+    made: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        state: RecommenderState
+        if request.param.startswith("memory"):
+            state = MemoryState(**options)
         else:
             from loopline.serve.recommend.redis_state import RedisState
 
             prefix = f"loopline:test:{uuid.uuid4().hex[:10]}:"
             state = RedisState(service_url("redis"), prefix=prefix, **options)
-        made.append(state)
-        return state
+        driven = AsyncDriven(state) if request.param.endswith("-async") else state
+        made.append(driven)
+        return driven
 
     yield make
     for state in made:
@@ -129,17 +175,36 @@ def test_states_are_separate_by_prefix_or_instance(make_state: MakeState) -> Non
 
 def test_concurrent_events_are_all_counted(make_state: MakeState) -> None:
     state = make_state(history_size=1000, window=1)
-
-    def send(worker: int) -> None:
-        for n in range(50):
-            state.record("u", f"i{worker}", 1.0, T0 + n)
-
-    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    calls = [[("u", f"i{worker}", 1.0, T0 + n) for n in range(50)] for worker in range(4)]
+    if isinstance(state, AsyncDriven):
+        state.record_concurrently(calls)
+    else:
+        threads = [
+            threading.Thread(target=lambda events=events: [state.record(*e) for e in events])
+            for events in calls
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     snap = state.snapshot("u", now=T0)
     assert len(snap.history) == 200
     assert sum(score for _, score in snap.trending) > 0
     assert sorted(item for item, _ in snap.trending) == ["i0", "i1", "i2", "i3"]
+
+
+def test_trending_reads_between_events_see_each_new_event(make_state: MakeState) -> None:
+    state = make_state()
+    state.record("u", "a", 1.0, T0)
+    state.record("u", "b", 2.0, T0)
+    assert [item for item, _ in state.snapshot("x", trending=2, now=T0).trending] == ["b", "a"]
+    assert [item for item, _ in state.snapshot("x", trending=1, now=T0).trending] == ["b"]
+    state.record("v", "a", 1.5, T0)  # a: 2.5 now
+    top = state.snapshot("x", trending=2, now=T0).trending
+    assert top == [("a", pytest.approx(2.5)), ("b", pytest.approx(2.0))]
+    state.record("v", "c", 3.0, T0)
+    assert [item for item, _ in state.snapshot("x", trending=3, now=T0).trending] == [
+        "c",
+        "a",
+        "b",
+    ]

@@ -40,6 +40,7 @@ order (new items after, by id). ``reason`` names the part that contributed most.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -47,13 +48,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from loopline.config.serving import RecommenderServeConfig, Strategy
 from loopline.errors import ServeError
+from loopline.serve.recommend.ranking import Catalogue, Ranking
 from loopline.serve.recommend.state import MemoryState, RecommenderState, Snapshot
 from loopline.train.recommender.model import (
-    DEFAULT_RECENCY_DECAY,
     DEFAULT_RECENT_ITEMS,
     RecommenderModel,
     load_recommender,
@@ -68,20 +67,19 @@ __all__ = ["STRATEGIES", "OnlineRecommender"]
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[Strategy, ...] = ("blend", "als", "covisit", "popular")
-TRENDING_PRIOR = 0.05
-"""Share of the trending score added to ``blend``."""
-POPULAR_PRIOR = 0.01
-"""Share of the popularity score that orders ``covisit``'s items without a session signal."""
-TRENDING_SHARE = 0.5
-"""Share of live trending (vs training popularity) in ``popular``."""
-POSITION_DECAY = DEFAULT_RECENCY_DECAY
-"""Weight of a session item ``n`` events back: ``POSITION_DECAY ** n`` (as offline)."""
 WINDOW = DEFAULT_RECENT_ITEMS
 """Recent distinct items that make the session (and pair up in live co-visitation)."""
 
 
 class OnlineRecommender:
-    """Recommendations from an offline :class:`RecommenderModel` plus live state."""
+    """Recommendations from an offline :class:`RecommenderModel` plus live state.
+
+    The sync methods block on the state; :meth:`arecommend` / :meth:`arecord` await it
+    (Redis through its asyncio client), so an event loop serves them without threads.
+    What depends only on the model version, the user and its live history (ALS scores,
+    fold-in vectors, offline co-visitation) is cached per version (``ranking.CACHE_BYTES``), so
+    a user asking again with an unchanged history costs less; answers are the same.
+    """
 
     def __init__(
         self,
@@ -104,7 +102,7 @@ class OnlineRecommender:
             window=WINDOW,
             half_life=config.trending_half_life,
         )
-        self._served = (model, _positions(model))
+        self._served = Catalogue(model)
         self._version = version
         self._watcher: AliasWatcher[RecommenderModel] | None = None
         self._swap_lock = threading.Lock()
@@ -163,17 +161,12 @@ class OnlineRecommender:
 
     @property
     def model(self) -> RecommenderModel:
-        return self._served[0]
+        return self._served.model
 
     @property
     def version(self) -> str | None:
         """The registered version served (None: a model given directly)."""
         return self._version.version if self._version is not None else None
-
-    @property
-    def remote_state(self) -> bool:
-        """True when the state is in another process (Redis): calls block on the network."""
-        return not isinstance(self.state, MemoryState)
 
     @property
     def event_types(self) -> list[str]:
@@ -182,8 +175,9 @@ class OnlineRecommender:
     def swap(self, info: VersionInfo, model: RecommenderModel) -> None:
         """Serve ``model`` from now on (requests in flight finish on the old one). The live
         state is kept: it is keyed by item ids, which the new version shares."""
+        served = Catalogue(model)
         with self._swap_lock:
-            self._served, self._version = (model, _positions(model)), info
+            self._served, self._version = served, info
 
     def refresh(self) -> bool:
         """Look at the alias now (instead of at the next poll); True if a new version was
@@ -193,6 +187,18 @@ class OnlineRecommender:
     def record(self, user: str, item: str, event_type: str, timestamp: datetime | None) -> None:
         """Apply one event to the live state (history, co-visitation, trending) now.
         ``timestamp`` None: now; a naive one is taken as UTC."""
+        weight, seconds = self._event(event_type, timestamp)
+        self.state.record(str(user), str(item), weight, seconds)
+
+    async def arecord(
+        self, user: str, item: str, event_type: str, timestamp: datetime | None
+    ) -> None:
+        """:meth:`record` for an event loop: awaits the state instead of blocking on it."""
+        weight, seconds = self._event(event_type, timestamp)
+        await self.state.arecord(str(user), str(item), weight, seconds)
+
+    def _event(self, event_type: str, timestamp: datetime | None) -> tuple[float, float]:
+        """The event's weight and time (seconds since the epoch)."""
         weight = self.config.event_weights.get(event_type)
         if weight is None:
             raise ServeError(
@@ -206,7 +212,7 @@ class OnlineRecommender:
             seconds = timestamp.replace(tzinfo=UTC).timestamp()
         else:
             seconds = timestamp.timestamp()
-        self.state.record(str(user), str(item), float(weight), seconds)
+        return float(weight), seconds
 
     def recommend(
         self,
@@ -217,15 +223,37 @@ class OnlineRecommender:
         strategy: Strategy = "blend",
     ) -> list[dict[str, Any]]:
         """At most ``k`` items for ``user``, best first: ``{"item", "score", "reason"}``."""
-        if strategy not in STRATEGIES:
-            raise ServeError(f"unknown strategy {strategy!r}", hint=f"use one of {STRATEGIES}")
-        if k <= 0:
+        if not _valid(k, strategy):
             return []
-        model, positions = self._served  # one version for the request, whatever swaps meanwhile
+        served = self._served  # one version for the request, whatever swaps meanwhile
         snap = self.state.snapshot(str(user), trending=max(100, k + 50))
-        ranking = _Ranking(
-            model, positions, snap, model.user_index(str(user)), self.config.session_weight
-        )
+        return self._rank(served, str(user), snap, k, exclude, strategy)
+
+    async def arecommend(
+        self,
+        user: str,
+        k: int,
+        *,
+        exclude: Sequence[str] = (),
+        strategy: Strategy = "blend",
+    ) -> list[dict[str, Any]]:
+        """:meth:`recommend` for an event loop: awaits the state instead of blocking on it."""
+        if not _valid(k, strategy):
+            return []
+        served = self._served
+        snap = await self.state.asnapshot(str(user), trending=max(100, k + 50))
+        return self._rank(served, str(user), snap, k, exclude, strategy)
+
+    def _rank(
+        self,
+        served: Catalogue,
+        user: str,
+        snap: Snapshot,
+        k: int,
+        exclude: Sequence[str],
+        strategy: Strategy,
+    ) -> list[dict[str, Any]]:
+        ranking = Ranking(served, snap, served.model.user_index(user), self.config.session_weight)
         return ranking.rank(k, exclude, strategy)
 
     def close(self) -> None:
@@ -233,213 +261,21 @@ class OnlineRecommender:
             self._watcher.close()
         self.state.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close` from the event loop that used the async methods (closes the
+        state's async connections in it)."""
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.close)  # joins its thread
+        await self.state.aclose()
+        self.state.close()
 
-def _positions(model: RecommenderModel) -> dict[str, int]:
-    """Item id -> catalogue index (the hot path's lookup, built once per model)."""
-    return {str(item): n for n, item in enumerate(model.items.tolist())}
+
+def _valid(k: int, strategy: Strategy) -> bool:
+    """False when there is nothing to rank (``k <= 0``); an unknown strategy is an error."""
+    if strategy not in STRATEGIES:
+        raise ServeError(f"unknown strategy {strategy!r}", hint=f"use one of {STRATEGIES}")
+    return k > 0
 
 
 def _neighbours(model: RecommenderModel) -> int:
     return max(50, int(model.neighbours.shape[1]))
-
-
-def _scaled(values: np.ndarray) -> np.ndarray:
-    """Divide by the largest absolute value (all zeros stay zeros), as ``blend_scores``."""
-    top = float(np.abs(values).max(initial=0.0))
-    return values / top if top > 0 else values
-
-
-class _Ranking:
-    """The scores of one request: dense over the catalogue, plus a dict for new items."""
-
-    def __init__(
-        self,
-        model: RecommenderModel,
-        positions: dict[str, int],
-        snap: Snapshot,
-        user_index: int | None,
-        session_weight: float,
-    ) -> None:
-        self.model = model
-        self.positions = positions
-        self.session_weight = session_weight
-        self.snap = snap
-        self.user_index = user_index
-        n = len(model.items)
-        self.n = n
-        # live history: summed weights per item (ALS) and position-decayed (session)
-        totals: dict[str, float] = {}
-        for entry in snap.history:
-            totals[entry.item] = totals.get(entry.item, 0.0) + entry.weight
-        self.history_items = totals
-        session: dict[str, float] = {}
-        for position, entry in enumerate(snap.history):
-            if entry.item in snap.covisits:  # the window's distinct items
-                session[entry.item] = session.get(entry.item, 0.0) + entry.weight * (
-                    POSITION_DECAY**position
-                )
-        self.session = session
-
-    def _known(self, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        index = self.positions.get
-        pairs = [
-            (i, w) for i, w in ((index(item), w) for item, w in weights.items()) if i is not None
-        ]
-        idx = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
-        w = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
-        return idx, w
-
-    def als(self) -> np.ndarray | None:
-        model, u = self.model, self.user_index
-        idx, w = self._known(self.history_items)
-        if idx.size == 0:
-            if u is None:
-                return None
-            vector = model.user_factors[u]
-        elif u is None:
-            vector = model.fold_in(idx, w)
-        else:
-            start, end = model.seen.indptr[u], model.seen.indptr[u + 1]
-            vector = model.fold_in(
-                np.concatenate([model.seen.indices[start:end], idx]),
-                np.concatenate([model.seen.data[start:end], model.confidence(w)]),
-                confidences=True,
-            )
-        # model.scores without BLAS: a multi-threaded BLAS matrix-vector product on a busy
-        # 2-core server took ~40 ms instead of ~0.1 ms (thread hand-offs); einsum stays in
-        # this thread whatever the process's BLAS settings
-        scores = np.einsum("ij,j->i", model.item_factors, np.asarray(vector, dtype=np.float32))
-        return _scaled(scores.astype(np.float64))
-
-    def covisit(self) -> tuple[np.ndarray, dict[str, float]] | None:
-        model = self.model
-        idx, w = self._known(self.session)
-        if not self.session and self.user_index is not None:  # the training items, weight 1
-            idx = model.seen_items(self.user_index)
-            w = np.ones(idx.size)
-        offline = model.covisit_scores(idx, w).astype(np.float64) if idx.size else None
-        live = np.zeros(self.n)
-        extra: dict[str, float] = {}
-        index = self.positions.get
-        for source, weight in self.session.items():
-            for item, count in self.snap.covisits.get(source, {}).items():
-                j = index(item)
-                if j is None:
-                    extra[item] = extra.get(item, 0.0) + weight * count
-                else:
-                    live[j] += weight * count
-        live_max = max(float(live.max()), max(extra.values(), default=0.0))
-        if (offline is None or not offline.any()) and live_max <= 0:
-            return None
-        total = np.zeros(self.n)
-        if offline is not None and offline.max() > 0:
-            total += offline / offline.max()
-        if live_max > 0:
-            total += live / live_max
-            extra = {item: v / live_max for item, v in extra.items()}
-        top = max(float(total.max()), max(extra.values(), default=0.0))
-        return total / top, {item: v / top for item, v in extra.items()}
-
-    def trending(self) -> tuple[np.ndarray, dict[str, float]]:
-        dense = np.zeros(self.n)
-        extra: dict[str, float] = {}
-        if not self.snap.trending:
-            return dense, extra
-        top = self.snap.trending[0][1]
-        index = self.positions.get
-        for item, score in self.snap.trending:
-            j = index(item)
-            if j is None:
-                extra[item] = score / top
-            else:
-                dense[j] = score / top
-        return dense, extra
-
-    def popular(self) -> np.ndarray:
-        pop = self.model.popularity.astype(np.float64)
-        top = float(pop.max())
-        return pop / top if top > 0 else pop
-
-    def parts(self, strategy: Strategy) -> list[tuple[str, float, np.ndarray, dict[str, float]]]:
-        """``(reason, weight, dense scores, new-item scores)`` of the strategy's mix."""
-        none: dict[str, float] = {}
-        if strategy == "als":
-            als = self.als()
-            if als is not None:
-                return [("als", 1.0, als, none)]
-        elif strategy == "covisit":
-            cov = self.covisit()
-            if cov is not None:
-                return [("covisit", 1.0, *cov), ("popular", POPULAR_PRIOR, self.popular(), none)]
-        elif strategy == "blend":
-            als, cov = self.als(), self.covisit()
-            if als is not None or cov is not None:
-                mix: list[tuple[str, float, np.ndarray, dict[str, float]]] = []
-                share = self.session_weight if als is not None else 1.0
-                if als is not None:
-                    mix.append(("als", 1.0 - share if cov is not None else 1.0, als, none))
-                if cov is not None:
-                    mix.append(("covisit", share, *cov))
-                mix.append(("trending", TRENDING_PRIOR, *self.trending()))
-                return mix
-        trend, trend_new = self.trending()
-        if not trend_new and not trend.any():
-            return [("popular", 1.0, self.popular(), none)]
-        return [
-            ("popular", 1.0 - TRENDING_SHARE, self.popular(), none),
-            ("trending", TRENDING_SHARE, trend, trend_new),
-        ]
-
-    def rank(self, k: int, exclude: Sequence[str], strategy: Strategy) -> list[dict[str, Any]]:
-        mix = [part for part in self.parts(strategy) if part[1] > 0]
-        model = self.model
-        score = np.zeros(self.n)
-        new_scores: dict[str, float] = {}
-        for _, weight, dense, extra in mix:
-            score += weight * dense
-            for item, value in extra.items():
-                new_scores[item] = new_scores.get(item, 0.0) + weight * value
-        blocked = set(self.history_items) | {str(e) for e in exclude}
-        idx, _ = self._known(dict.fromkeys(blocked, 0.0))
-        score[idx] = -np.inf
-        if self.user_index is not None:
-            u = self.user_index
-            score[model.seen.indices[model.seen.indptr[u] : model.seen.indptr[u + 1]]] = -np.inf
-        chosen = _top_indices(score, k)
-        # (score, catalogue position: new items after the catalogue, id, index or -1)
-        candidates = [(float(score[j]), int(j), str(model.items[j]), int(j)) for j in chosen]
-        candidates += [
-            (v, self.n, item, -1) for item, v in new_scores.items() if item not in blocked
-        ]
-        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
-        out: list[dict[str, Any]] = []
-        for value, _, item, j in candidates[:k]:
-            if value == -np.inf:
-                break
-            out.append({"item": item, "score": round(value, 6), "reason": _reason(mix, j, item)})
-        return out
-
-
-def _reason(mix: list[tuple[str, float, np.ndarray, dict[str, float]]], j: int, item: str) -> str:
-    """The part that contributed most to one item's score (ties: the first in the mix)."""
-    best, best_value = mix[0][0], -1.0
-    for reason, weight, dense, extra in mix:
-        value = weight * (float(dense[j]) if j >= 0 else extra.get(item, 0.0))
-        if value > best_value:
-            best, best_value = reason, value
-    return best
-
-
-def _top_indices(score: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest finite scores; ties at the cut go to the smaller index."""
-    finite = int(np.isfinite(score).sum())
-    k = min(k, finite)
-    if k == 0:
-        return np.empty(0, dtype=np.int64)
-    if k >= score.size:
-        return np.flatnonzero(np.isfinite(score))
-    part = np.argpartition(-score, k - 1)[:k]
-    threshold = score[part].min()
-    above = np.flatnonzero(score > threshold)
-    ties = np.flatnonzero(score == threshold)[: k - above.size]
-    return np.concatenate([above, ties])

@@ -11,9 +11,12 @@ prefix per recommender, ``loopline:rec:<model>:`` by default):
   ``trending_size`` members.
 
 An event is one Lua script (one round trip, atomic); a recommendation reads everything it
-needs with one more. Histories and co-visitation lists expire ``ttl`` seconds after their
-last update, which bounds Redis memory by activity. Single Redis server (or a primary);
-Redis Cluster is not supported (the scripts derive key names).
+needs with one more. The async methods (``arecord``, ``asnapshot``) run the same scripts
+through a ``redis.asyncio`` client, made in the event loop that first awaits one of them and
+closed by ``aclose`` in that loop (or by ``close`` from another thread). Histories and
+co-visitation lists expire ``ttl`` seconds after their last update, which bounds Redis memory
+by activity. Single Redis server (or a primary); Redis Cluster is not supported (the scripts
+derive key names).
 
 Example (not run here: it needs a Redis server)::
 
@@ -24,8 +27,10 @@ Example (not run here: it needs a Redis server)::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -35,7 +40,7 @@ from loopline.errors import ServeError
 from loopline.serve.recommend.state import (
     HistoryEntry,
     Snapshot,
-    decayed,
+    log_decay,
     log_increment,
 )
 
@@ -118,7 +123,8 @@ return cjson.encode({h = history, c = covisits, t = trending})
 
 
 class RedisState:
-    """Recommender state in Redis (see the module docstring); thread-safe (connection pool)."""
+    """Recommender state in Redis (see the module docstring); thread-safe (connection pool).
+    The async methods belong to one event loop at a time (see :meth:`aclose`)."""
 
     def __init__(
         self,
@@ -143,8 +149,9 @@ class RedisState:
         self.trending_size = trending_size
         self.ttl = int(ttl)
         self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        self._async_errors = (*self._errors, TimeoutError)  # TimeoutError: asyncio.timeout
         try:
-            self._client: Any = redis.Redis.from_url(url, socket_timeout=5.0)
+            self._client: Any = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT)
             self._record = self._client.register_script(_RECORD)
             self._snapshot = self._client.register_script(_SNAPSHOT)
             self._client.ping()
@@ -154,10 +161,30 @@ class RedisState:
                 url=url,
                 hint="start Redis or fix serve.recommender.state_url (omit it for in-process)",
             ) from exc
+        # the async client, its loop and its two scripts: made by the first await
+        self._async: tuple[Any, asyncio.AbstractEventLoop, Any, Any] | None = None
+        self._closing: asyncio.Task[None] | None = None  # held: a running loop keeps weak refs
 
     def record(self, user: str, item: str, weight: float, timestamp: float) -> None:
+        try:
+            self._record(args=self._record_args(user, item, weight, timestamp))
+        except self._errors as exc:
+            raise ServeError(f"recommender state write failed: {exc}", url=self.url) from exc
+
+    async def arecord(self, user: str, item: str, weight: float, timestamp: float) -> None:
+        """:meth:`record`, awaiting the round trip."""
+        _, _, script, _ = self._async_client()
+        try:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                await script(args=self._record_args(user, item, weight, timestamp))
+        except self._async_errors as exc:
+            raise ServeError(f"recommender state write failed: {exc!r}", url=self.url) from exc
+
+    def _record_args(
+        self, user: str, item: str, weight: float, timestamp: float
+    ) -> list[str | int | float]:
         entry = json.dumps([item, weight, timestamp], separators=(",", ":"))
-        args: list[str | int | float] = [
+        return [
             self.prefix,
             user,
             item,
@@ -170,10 +197,6 @@ class RedisState:
             repr(log_increment(weight, timestamp, self.half_life)),
             self.ttl,
         ]
-        try:
-            self._record(args=args)
-        except self._errors as exc:
-            raise ServeError(f"recommender state write failed: {exc}", url=self.url) from exc
 
     def snapshot(self, user: str, *, trending: int = 100, now: float | None = None) -> Snapshot:
         now = time.time() if now is None else now
@@ -181,6 +204,22 @@ class RedisState:
             raw = self._snapshot(args=[self.prefix, user, self.window, trending])
         except self._errors as exc:
             raise ServeError(f"recommender state read failed: {exc}", url=self.url) from exc
+        return self._parse(raw, now)
+
+    async def asnapshot(
+        self, user: str, *, trending: int = 100, now: float | None = None
+    ) -> Snapshot:
+        """:meth:`snapshot`, awaiting the round trip."""
+        now = time.time() if now is None else now
+        _, _, _, script = self._async_client()
+        try:
+            async with asyncio.timeout(SOCKET_TIMEOUT):
+                raw = await script(args=[self.prefix, user, self.window, trending])
+        except self._async_errors as exc:
+            raise ServeError(f"recommender state read failed: {exc!r}", url=self.url) from exc
+        return self._parse(raw, now)
+
+    def _parse(self, raw: bytes, now: float) -> Snapshot:
         parsed = orjson.loads(raw)
         history = [
             HistoryEntry(str(item), float(weight), float(ts))
@@ -190,14 +229,31 @@ class RedisState:
             str(item): {str(m): float(s) for m, s in _pairs(flat or [])}
             for item, flat in parsed["c"] or ()
         }
-        return Snapshot(
-            history=history,
-            covisits=covisits,
-            trending=[
-                (str(m), decayed(float(s), now, self.half_life))
-                for m, s in _pairs(parsed["t"] or [])
-            ],
+        flat = parsed["t"] or []
+        age = log_decay(now, self.half_life)
+        trending = [
+            (str(m), math.exp(float(s) - age)) for m, s in zip(flat[::2], flat[1::2], strict=True)
+        ]
+        return Snapshot(history=history, covisits=covisits, trending=trending)
+
+    def _async_client(self) -> tuple[Any, asyncio.AbstractEventLoop, Any, Any]:
+        """The async client of the running loop (made on first use; one made for another
+        loop is closed first)."""
+        loop = asyncio.get_running_loop()
+        made = self._async
+        if made is not None and made[1] is loop:
+            return made
+        self._close_async()
+        import redis.asyncio
+
+        # no socket_timeout: redis-py would wrap every send in asyncio.wait_for (a task per
+        # call); one asyncio.timeout around each call bounds it instead
+        client = redis.asyncio.Redis.from_url(
+            self.url, socket_timeout=None, socket_connect_timeout=SOCKET_TIMEOUT
         )
+        made = (client, loop, client.register_script(_RECORD), client.register_script(_SNAPSHOT))
+        self._async = made
+        return made
 
     def clear(self) -> None:
         """Delete every key under the prefix (SCAN, not KEYS: safe on a busy server)."""
@@ -211,7 +267,39 @@ class RedisState:
             self._client.delete(*batch)
 
     def close(self) -> None:
+        """Close the sync client, and the async one where this thread can: its loop runs in
+        another thread (the server closing from a worker thread) or is stopped."""
         self._client.close()
+        self._close_async()
+
+    async def aclose(self) -> None:
+        """Close the async client, from the event loop that used it."""
+        made = self._async
+        if made is not None and made[1] is asyncio.get_running_loop():
+            self._async = None
+            await made[0].aclose()
+        else:
+            self._close_async()
+
+    def _close_async(self) -> None:
+        made, self._async = self._async, None
+        if made is None or made[1].is_closed():
+            return  # never made, or its loop is gone (its sockets with it)
+        client, loop = made[0], made[1]
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop.is_running() and running is not loop:
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(SOCKET_TIMEOUT)
+        elif running is None:
+            loop.run_until_complete(client.aclose())
+        else:  # called without await inside a loop: the loop closes it when it gets to it
+            self._closing = loop.create_task(client.aclose())
+
+
+SOCKET_TIMEOUT = 5.0
+"""Seconds a Redis call may wait on the network before it fails."""
 
 
 def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:

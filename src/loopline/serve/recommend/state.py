@@ -14,7 +14,8 @@ Every event ``(user, item, weight, time)`` does three things at once:
 
 :class:`MemoryState` keeps this in the process (the default); ``RedisState``
 (``loopline.serve.recommend.redis_state``) shares it between replicas. Both pass the same
-conformance tests (tests/serve/recommend/test_state_conformance.py).
+conformance tests (tests/serve/recommend/test_state_conformance.py), through the sync methods
+and through their async twins (``arecord``, ``asnapshot``: what an event loop awaits).
 
 >>> state = MemoryState(history_size=3, neighbours=2, half_life=3600.0)
 >>> state.record("u1", "a", 1.0, 1000.0)
@@ -45,7 +46,7 @@ __all__ = [
     "MemoryState",
     "RecommenderState",
     "Snapshot",
-    "decayed",
+    "log_decay",
     "log_increment",
     "logaddexp",
 ]
@@ -97,12 +98,27 @@ class RecommenderState(Protocol):
         """The user's history, the live neighbours of its recent items, the top trending."""
         ...
 
+    async def arecord(self, user: str, item: str, weight: float, timestamp: float) -> None:
+        """:meth:`record` for an event loop (Redis: awaits the round trip)."""
+        ...
+
+    async def asnapshot(
+        self, user: str, *, trending: int = 100, now: float | None = None
+    ) -> Snapshot:
+        """:meth:`snapshot` for an event loop (Redis: awaits the round trip)."""
+        ...
+
     def clear(self) -> None:
         """Forget everything (tests; a model whose ids mean something else)."""
         ...
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (those of the async methods too, when their event loop runs
+        in another thread or is not running)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the async methods' connections, in the event loop that used them."""
         ...
 
 
@@ -121,9 +137,15 @@ def logaddexp(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-def decayed(log_score: float, now: float, half_life: float) -> float:
-    """The trending score at ``now`` of a stored log-space score."""
-    return math.exp(log_score - _LN2 * (now - EPOCH) / half_life)
+def log_decay(now: float, half_life: float) -> float:
+    """What a stored log-space score loses by ``now``: its trending score at ``now`` is
+    ``exp(log_score - log_decay(now, half_life))``.
+
+    >>> score = log_increment(4.0, EPOCH, 3600.0)   # 4 at EPOCH, 1 two half-lives later
+    >>> round(math.exp(score - log_decay(EPOCH + 7200.0, 3600.0)), 9)
+    1.0
+    """
+    return _LN2 * (now - EPOCH) / half_life
 
 
 def _prune_one(counts: dict[str, float]) -> None:
@@ -140,8 +162,10 @@ class _Trending:
         self.slots: dict[str, int] = {}
         self.ids: list[str] = []
         self.scores = np.full(min(capacity, 1024), -np.inf)
+        self._top: tuple[int, list[str], np.ndarray] | None = None  # until the next add
 
     def add(self, item: str, increment: float) -> None:
+        self._top = None
         slot = self.slots.get(item)
         if slot is not None:
             self.scores[slot] = logaddexp(float(self.scores[slot]), increment)
@@ -165,7 +189,18 @@ class _Trending:
         self.scores[slot] = increment
 
     def top(self, n: int) -> tuple[list[str], np.ndarray]:
-        """The ``n`` largest log scores, largest first (ties: larger id first), and their ids."""
+        """The ``n`` largest log scores, largest first (ties: larger id first), and their ids.
+
+        Kept until the next :meth:`add`: reads between two events share one sort (a top-n
+        is the first n of any larger top, the order being total)."""
+        cached = self._top
+        if cached is not None and cached[0] >= n:
+            return cached[1][:n], cached[2][:n]
+        ids, values = self._sorted(n)
+        self._top = (n, ids, values)
+        return ids, values
+
+    def _sorted(self, n: int) -> tuple[list[str], np.ndarray]:
         used = self.scores[: len(self.ids)]
         if n <= 0 or used.size == 0:
             return [], np.empty(0)
@@ -255,9 +290,19 @@ class MemoryState:
             history = list(self._history.get(user, ()))
             covisits = {i: dict(self._covisit.get(i, {})) for i in _recent(history, self.window)}
             items, scores = self._trending.top(trending)
-        values = np.exp(scores - _LN2 * (now - EPOCH) / self.half_life).tolist()
+        values = np.exp(scores - log_decay(now, self.half_life)).tolist()
         trending_now = list(zip(items, values, strict=True))
         return Snapshot(history=history, covisits=covisits, trending=trending_now)
+
+    async def arecord(self, user: str, item: str, weight: float, timestamp: float) -> None:
+        """:meth:`record` (in memory: nothing to wait for)."""
+        self.record(user, item, weight, timestamp)
+
+    async def asnapshot(
+        self, user: str, *, trending: int = 100, now: float | None = None
+    ) -> Snapshot:
+        """:meth:`snapshot` (in memory: nothing to wait for)."""
+        return self.snapshot(user, trending=trending, now=now)
 
     def clear(self) -> None:
         with self._lock:
@@ -266,6 +311,9 @@ class MemoryState:
             self._trending = _Trending(self.trending_size)
 
     def close(self) -> None:
+        """Nothing to release."""
+
+    async def aclose(self) -> None:
         """Nothing to release."""
 
 

@@ -17,7 +17,6 @@ running server)::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -226,10 +225,8 @@ async def post_events(request: Request) -> Response:
     except orjson.JSONDecodeError as exc:
         raise _invalid(["body"], f"invalid JSON: {exc}", "json_invalid") from exc
     events = _events(payload, recommender.config.event_weights, state.config.serve.limits.max_rows)
-    if recommender.remote_state:
-        await asyncio.to_thread(_record, recommender, events)
-    else:
-        _record(recommender, events)
+    for user, item, kind, timestamp in events:
+        await recommender.arecord(user, item, kind, timestamp)
     request_log, experiments = state.request_log, state.experiments
     if request_log is not None:
         now = datetime.now(UTC)
@@ -244,11 +241,6 @@ async def post_events(request: Request) -> Response:
             )
     body = {"accepted": len(events), "request_id": request_id}
     return Response(orjson.dumps(body), status_code=202, media_type="application/json")
-
-
-def _record(recommender: OnlineRecommender, events: list[tuple[Any, ...]]) -> None:
-    for user, item, kind, timestamp in events:
-        recommender.record(user, item, kind, timestamp)
 
 
 @router.get(
@@ -281,12 +273,7 @@ async def get_recommendations(
     strategy: Strategy = "blend"
     if assignment is not None and assignment.strategy is not None:
         strategy = assignment.strategy  # type: ignore[assignment]
-    if recommender.remote_state:
-        items = await asyncio.to_thread(
-            recommender.recommend, user, k, exclude=excluded, strategy=strategy
-        )
-    else:
-        items = recommender.recommend(user, k, exclude=excluded, strategy=strategy)
+    items = await recommender.arecommend(user, k, exclude=excluded, strategy=strategy)
     variant = assignment.variant if assignment is not None else None
     scope_state.update(model=config.model, version=recommender.version, variant=variant)
     if assignment is not None and state.request_log is not None:
