@@ -19,6 +19,7 @@ from loopline.store.warehouse import open_warehouse
 FILES, ROWS = 24, 5_000
 RUNNER = """
 import sys
+import time
 from pathlib import Path
 from loopline.config import config_from_dict
 from loopline.ingest.pipeline import IngestPipeline
@@ -30,6 +31,7 @@ commit = SqlWarehouse.commit_batch
 def reporting_commit(self, *args, **kwargs):  # tells the test a batch is durable
     result = commit(self, *args, **kwargs)
     print("committed", file=sys.stderr, flush=True)
+    time.sleep(0.02)  # a pace the kill can land in on any machine (a fast one finished first)
     return result
 
 SqlWarehouse.commit_batch = reporting_commit
