@@ -78,6 +78,35 @@ def test_string_steps_skip_an_all_null_column() -> None:
     assert payload(result) == {"a": [None, None], "b": ["x", "y"]}
 
 
+@pytest.mark.parametrize(
+    ("tokens_on", "trim_on"),
+    [(None, None), (None, ["b"]), (["a"], None), (["a"], ["b"]), (["b", "c"], ["a", "b", "c"])],
+)
+@pytest.mark.parametrize("unpadded", [frozenset(), frozenset({"c"})])
+def test_null_tokens_then_trim_in_one_pass_equals_the_steps_one_by_one(
+    tokens_on: list[str] | None, trim_on: list[str] | None, unpadded: frozenset[str]
+) -> None:
+    # null_tokens right before trim strips the columns both name once: same values.
+    values = [" N/A ", "N/A", "  x", "y\t", "", " ", "-", None, "\u3000null\u3000", "n /a"]
+    clean = ["N/A", "x", "", "-", None, "null", "y z", "NaN", "a", "b"]  # no value padded
+    df = frame(a=values, b=list(reversed(values)), c=clean)
+    steps = specs(
+        {"step": "null_tokens", "columns": tokens_on}, {"step": "trim", "columns": trim_on}
+    )
+    together = apply_steps(df, steps, phase="string", unpadded=unpadded)
+    one_by_one = df
+    for step in steps:
+        one_by_one = apply_steps(one_by_one, [step], phase="string", unpadded=unpadded).data
+        unpadded = frozenset()  # only the first step may use it
+    assert together.data.to_dict(as_series=False) == one_by_one.to_dict(as_series=False)
+
+
+def test_trim_after_null_tokens_still_checks_its_columns() -> None:
+    steps = specs({"step": "null_tokens"}, {"step": "trim", "columns": ["n"]})
+    with pytest.raises(ContractError, match=r"cleanse step 1 \(trim\) needs a string column"):
+        apply_steps(frame(a=[" x"], n=[1]), steps, phase="string")
+
+
 # --- trim, case, unicode, rename ---------------------------------------------------------
 
 

@@ -140,15 +140,56 @@ def apply_steps(
     The whole list is validated first, whatever the phase. ``unpadded``: columns known to
     hold no value with whitespace at either end (see :mod:`loopline.ingest.text_edges`),
     where a first ``null_tokens`` step matches values without stripping them (the same
-    result, cheaper); it is ignored once another step has run.
+    result, cheaper); it is ignored once another step has run. A ``null_tokens`` step right
+    before a ``trim`` step strips the columns both name once, for both.
     """
     validate_steps(steps)
     result = StageResult(data=df)
+    stripped: Collection[str] = frozenset()  # columns the step before already trimmed
     for index, step in enumerate(steps):
-        if (step.step in STRING_STEPS) == (phase == "string"):
-            _apply_step(result, step, _where(index, step), unpadded)
-            unpadded = frozenset()  # the step may have changed the values
+        if (step.step in STRING_STEPS) != (phase == "string"):
+            continue
+        where = _where(index, step)
+        following = steps[index + 1] if index + 1 < len(steps) else None
+        if isinstance(step, NullTokensStep) and isinstance(following, TrimStep):
+            tokens_on = _string_columns(result.data, step.columns, where)
+            trim_on = _string_columns(result.data, following.columns, _where(index + 1, following))
+            both = frozenset(tokens_on).intersection(trim_on)
+            _null_tokens(result, step, tokens_on, unpadded, trim=both)
+            stripped = both
+        elif isinstance(step, TrimStep) and stripped:
+            cols = _string_columns(result.data, step.columns, where)
+            result.data = result.data.with_columns(
+                pl.col(c).str.strip_chars() for c in cols if c not in stripped
+            )
+            stripped = frozenset()
+        else:
+            _apply_step(result, step, where, unpadded)
+        unpadded = frozenset()  # the step may have changed the values
     return result
+
+
+def _null_tokens(
+    result: StageResult,
+    step: NullTokensStep,
+    cols: list[str],
+    unpadded: Collection[str],
+    *,
+    trim: Collection[str] = frozenset(),
+) -> None:
+    """Null the values that are null tokens once stripped; ``trim``: columns whose other
+    values are stripped too (what a ``trim`` step of them does next, at the cost of one
+    strip instead of two)."""
+    tokens = pl.Series(step.tokens, dtype=pl.String).implode()
+
+    def nulled(c: str) -> pl.Expr:
+        if c in trim:
+            value = pl.col(c).str.strip_chars()
+            return pl.when(value.is_in(tokens)).then(None).otherwise(value)
+        matched = pl.col(c) if c in unpadded else pl.col(c).str.strip_chars()
+        return pl.when(matched.is_in(tokens)).then(None).otherwise(pl.col(c))
+
+    result.data = result.data.with_columns(nulled(c).alias(c) for c in cols)
 
 
 def _apply_step(
@@ -160,15 +201,7 @@ def _apply_step(
     df = result.data
     match step:
         case NullTokensStep():
-            cols = _string_columns(df, step.columns, where)
-            tokens = pl.Series(step.tokens, dtype=pl.String).implode()
-            result.data = df.with_columns(
-                pl.when((pl.col(c) if c in unpadded else pl.col(c).str.strip_chars()).is_in(tokens))
-                .then(None)
-                .otherwise(pl.col(c))
-                .alias(c)
-                for c in cols
-            )
+            _null_tokens(result, step, _string_columns(df, step.columns, where), unpadded)
         case TrimStep():
             cols = _string_columns(df, step.columns, where)
             result.data = df.with_columns(pl.col(c).str.strip_chars() for c in cols)

@@ -28,7 +28,6 @@ from typing import get_args
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from loopline.config.contracts import ColumnType
 
@@ -188,7 +187,7 @@ def iso_datetimes(values: pl.Series, target: pl.Datetime) -> pl.Series | None:
     arrow = values.to_arrow()
     for arrow_type in (pa.timestamp("us"), pa.timestamp("us", "UTC")):
         try:
-            parsed = pl.Series(values.name, pc.cast(arrow, arrow_type))
+            parsed = pl.Series(values.name, arrow.cast(arrow_type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         if arrow_type.tz is None:

@@ -18,6 +18,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -200,6 +201,8 @@ class IngestPipeline:
             run.schema_hash = schema_hash(data.schema)
             if self.on_chunk is not None:
                 self.on_chunk(read)
+            # Let this batch's memory go before the source reads the next one.
+            del chunk, result, data, quarantine
         # Nothing new read (e.g. every file already ingested): keep the table as it is.
         if dest.mode == "replace" and committed:
             destination.finish_replace(table=dest.table, job=self.job_name)
@@ -219,15 +222,18 @@ class IngestPipeline:
                 chunk.rejects, source=chunk.origin, batch_id=batch_id, ingested_at=now
             )
             counts = {parse_rule(chunk.rejects): parsed.height}
-            stages.append(StageResult(data=df, quarantine=parsed, counts=counts))
+            stages.append(StageResult(data=_SPENT, quarantine=parsed, counts=counts))
         # Null tokens are matched unstripped in columns whose raw text has no padding.
         unpadded = unpadded_columns(chunk.data) if self._tokens_first else frozenset()
-        stages.append(apply_steps(df, self._string_steps, phase="string", unpadded=unpadded))
+        df = _handed_on(
+            stages, apply_steps(df, self._string_steps, phase="string", unpadded=unpadded)
+        )
         if self._engine is None:
-            self._engine = ContractEngine.inferred(stages[-1].data, stored)
-        stages.append(self._engine.coerce(stages[-1].data))
-        stages.append(apply_steps(stages[-1].data, self._value_steps, phase="value"))
-        checked = self._engine.validate(stages[-1].data, stored)
+            self._engine = ContractEngine.inferred(df, stored)
+        df = _handed_on(stages, self._engine.coerce(df))
+        df = _handed_on(stages, apply_steps(df, self._value_steps, phase="value"))
+        checked = self._engine.validate(df, stored)
+        del df
         stages.append(checked)
         merged = merge_stages(stages)
         if checked.drift is not None and checked.drift.changed:
@@ -295,6 +301,18 @@ def drift_events(drift: SchemaDrift) -> list[str]:
         + [f"drift:missing_column:{c}" for c in drift.missing]
         + [f"drift:retyped:{c}" for c in drift.retyped]
     )
+
+
+_SPENT = pl.DataFrame()
+"""The data of a stage whose frame went on to the next stage (see :func:`_handed_on`)."""
+
+
+def _handed_on(stages: list[StageResult], result: StageResult) -> pl.DataFrame:
+    """``result``'s frame, for the next stage; its quarantine rows and counts join
+    ``stages`` without it, so a batch's intermediate frames do not all live at once (their
+    memory is reused by the next stage: fewer fresh pages, less system time)."""
+    stages.append(replace(result, data=_SPENT))
+    return result.data
 
 
 def merge_stages(stages: list[StageResult]) -> StageResult:

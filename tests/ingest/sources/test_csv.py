@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -13,6 +14,7 @@ from loopline.errors import SourceError
 from loopline.ingest.sources import FileSource
 from loopline.ingest.sources.base import Chunk
 from loopline.ingest.sources.csv import detect_dialect, detect_encoding, read_csv
+from loopline.ingest.sources.csv_typed import TypedColumns
 from loopline.ingest.sources.rejects import RejectLog
 
 
@@ -254,6 +256,43 @@ def test_a_column_that_does_not_parse_or_is_not_finite_stays_text() -> None:
     assert table.schema.types == [pa.string(), pa.timestamp("us"), pa.string()]
     assert table.column("f").to_pylist() == ["1.5", "inf"]
     assert table.column("d").to_pylist() == ["2024-1-2", "2024-01-03"]
+
+
+@pytest.mark.parametrize("bad", ["??", "inf"])
+def test_a_typed_column_failing_in_the_sample_is_text_from_the_first_read(bad: str) -> None:
+    rows = [f"{i}.5,{i}.25" for i in range(50_000)]  # well past the 64 KiB sample
+    rows[10] = f"{bad},1"
+    data = ("f,g\n" + "\n".join(rows) + "\n").encode()
+    opened = []
+
+    def opener() -> pa.BufferReader:
+        opened.append(1)
+        return pa.BufferReader(data)
+
+    types = {"f": pa.float64(), "g": pa.float64()}
+    batches = list(read_csv(opener, CsvOptions(), path="m.csv", column_types=types))
+    assert len(opened) == 2  # the sample, then one read: no second start for 'f'
+    assert {b.schema.field("f").type for b in batches} == {pa.string()}
+    assert {b.schema.field("g").type for b in batches} == {pa.float64()}
+    assert [v for b in batches for v in b.column("f").to_pylist()] == [
+        r.split(",")[0] for r in rows
+    ]
+
+
+def test_non_finite_floats_are_found_in_slices_and_never_under_nulls() -> None:
+    # A null's slot may hold any bits (NaN here): only valid values count.
+    valid = np.packbits([1, 1, 1, 0, 1, 1, 1, 1, 1, 1], bitorder="little").tobytes()
+    values = np.array([1, 2, 3, np.nan, 5, 6, 7, np.inf, 9, 10], dtype=np.float64)
+    column = pa.Array.from_buffers(pa.float64(), 10, [pa.py_buffer(valid), pa.py_buffer(values)])
+    typed = TypedColumns({"f": pa.float64()}, [])
+
+    def found(array: pa.Array) -> str | None:
+        return typed.non_finite(pa.record_batch({"f": array}))
+
+    assert found(column.slice(0, 7)) is None
+    assert found(column) == found(column.slice(6)) == found(column.slice(7, 1)) == "f"
+    assert found(pa.array([1.0, None, -np.inf], pa.float32())) == "f"
+    assert found(pa.array([None, None], pa.float64())) is None
 
 
 def test_a_typed_column_failing_in_a_later_block_continues_as_text() -> None:

@@ -100,8 +100,11 @@ def read_csv(
     dialect = detect_dialect(
         sample, options, complete=len(sample) < SAMPLE_BYTES, default_delimiter=default_delimiter
     )
-    typed = {c: t for c, t in (column_types or {}).items() if c in dialect.columns}
-    yield from _stream(open_stream, dialect, path, rejects, TypedColumns(typed, list(null_values)))
+    typed = TypedColumns(
+        {c: t for c, t in (column_types or {}).items() if c in dialect.columns}, list(null_values)
+    )
+    _untype_failing(sample, dialect, typed, complete=len(sample) < SAMPLE_BYTES)
+    yield from _stream(open_stream, dialect, path, rejects, typed)
 
 
 def detect_dialect(
@@ -308,6 +311,35 @@ def _stream(
             raise
         except UnicodeDecodeError as exc:
             raise _encoding_error(open_stream, dialect, path) from exc
+
+
+def _untype_failing(
+    sample: bytes, dialect: Dialect, typed: TypedColumns, *, complete: bool
+) -> None:
+    """Read as text from the start the typed columns the sample already shows failing.
+
+    The reader would find them out in its first block and open the file again; parsing the
+    sample's whole lines saves that second start (and its read-ahead buffers). Any other
+    trouble in the sample (a bad row, a cut quoted value) is left to the reader.
+    """
+    if not typed.types or _is_wide(dialect.encoding):
+        return
+    if not complete:
+        sample = sample[: sample.rfind(b"\n") + 1]  # whole lines only
+    while typed.types:
+        options = _pyarrow_options(dialect, _FIRST_BLOCK, None, typed)
+        try:
+            table = pa_csv.read_csv(pa.BufferReader(sample), **options)
+        except pa.ArrowInvalid as exc:
+            if typed.failed_column(str(exc), dialect.columns):
+                continue
+            return
+        except (pa.ArrowException, UnicodeError, LookupError):
+            return  # the reader meets it again and says what is wrong
+        column = next(filter(None, map(typed.non_finite, table.to_batches())), None)
+        if column is None:
+            return
+        del typed.types[column]
 
 
 def _mostly_invalid_check(dialect: Dialect, path: Path | str) -> MostlyInvalidCheck:

@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from loopline.ingest.sources.rejects import RejectLog
 
@@ -110,6 +109,10 @@ def line_breaks(batch: pa.RecordBatch) -> np.ndarray[Any, Any]:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             if not _may_hold_line_break(column):
                 continue  # the usual case: a memchr-speed scan instead of a count per value
+            # Imported here: most files hold no quoted line break, and pyarrow.compute costs
+            # ~25 ms to import.
+            import pyarrow.compute as pc
+
             counts = pc.count_substring(column, "\n")
             if counts.null_count:  # CSV text columns hold no nulls: skip the copy then
                 counts = pc.fill_null(counts, 0)
