@@ -1,19 +1,23 @@
 """The stream processor: one loop that turns broker messages into stored, windowed, scored rows.
 
-Per micro-batch (committed when it holds ``sink.max_rows`` messages, half the transport's
+Per micro-batch (cut when it holds ``sink.max_rows`` messages, a third of the transport's
 unacknowledged window, or its first message waited ``sink.max_delay``):
 
 receive → decode → drop duplicates (within the batch, and ids remembered by
 :class:`~loopline.stream.dedupe.DedupeMemory`) → contract coerce / validate (the pipeline's
 contract, else one inferred from the first batch) → ``transform`` (string steps, then value
 steps) → enrich (left join of ``enrich_table`` on the device column, reloaded every minute)
-→ event-time windows → detectors per metric → alerts → sink commit (readings, windows,
-anomalies, quarantine and watermarks in one warehouse transaction) → ack → remember the ids.
+→ event-time windows → detectors per metric → alerts → remember the ids → hand-off to the
+:class:`~loopline.stream.commit_writer.CommitWriter`, whose thread commits the batch
+(readings, windows, anomalies, quarantine and watermarks in one warehouse transaction) and
+then acks it while this loop prepares the next batch.
 
-Delivery guarantees: messages are acked only after the commit that holds them, so a crash
-anywhere (kill -9 included) loses nothing: the broker redelivers what was not acked. Nothing
-is stored twice: remembered ids drop redeliveries (seeded on start from the readings
-ingested within ``sink.dedupe_window``), windows are merged by key, and a batch's anomalies
+Delivery guarantees: messages are acked only after the commit that holds them, batches are
+committed and acked in order, so a crash anywhere (kill -9 included) loses nothing: the
+broker redelivers what was not acked. Nothing is stored twice: remembered ids drop
+redeliveries (seeded on start from the readings ingested within ``sink.dedupe_window``; a
+batch's ids are remembered when it is handed over, as its commit precedes every later
+one and a failed commit ends the run), windows are merged by key, and a batch's anomalies
 are stored in the transaction of the readings that raised them (on the lake, in separate
 commits: merged by key).
 
@@ -26,10 +30,11 @@ Quiet streams: when nothing arrives for ``idle_after`` seconds, event time is as
 on at the wall-clock rate, so the watermark moves to (newest event seen + seconds of quiet
 − watermark delay) and the windows that this closes are emitted and committed.
 
-Backpressure: the loop pulls from the transport only when it is ready for the next batch and
-the transports bound their own unacked messages, so a slow sink slows intake; nothing here
-buffers without bound. Setting ``stop`` ends :meth:`StreamProcessor.run` after the current
-batch is committed and acked (the CLI sets it on SIGTERM).
+Backpressure: the loop pulls from the transport only when it is ready for the next batch,
+a batch is handed to the writer only once the previous one is stored, and the transports
+bound their own unacked messages, so a slow sink slows intake; nothing here buffers without
+bound. Setting ``stop`` ends :meth:`StreamProcessor.run` after the current batch is
+committed and acked (the CLI sets it on SIGTERM).
 
 >>> from loopline.config import LooplineConfig
 >>> from loopline.config.streams import StreamPipelineConfig
@@ -41,6 +46,7 @@ batch is committed and acked (the CLI sets it on SIGTERM).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -50,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from loopline import lineage
 from loopline.config import STRING_STEPS, LooplineConfig
@@ -59,11 +66,13 @@ from loopline.config.streams import (
     NatsTransportConfig,
     StreamPipelineConfig,
 )
-from loopline.errors import StoreError, TransientSinkError
+from loopline.errors import StreamError
 from loopline.ingest.cleanse import apply_steps, validate_steps
 from loopline.ingest.contract import ContractEngine
 from loopline.ingest.quarantine import StageResult, empty_quarantine
+from loopline.stream.commit_writer import CommitWriter, PreparedBatch
 from loopline.stream.dedupe import DedupeMemory
+from loopline.stream.enrich import DeviceRegistry
 from loopline.stream.status import StreamMetrics, StreamStatus
 from loopline.stream.storage import (
     StreamSink,
@@ -82,20 +91,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENRICH_REFRESH_S = 60.0
-COMMIT_ATTEMPTS = 3
 _UTC_US = pl.Datetime("us", "UTC")
 _DROPPED = ("_pos", "_received_ns")
-_STATUS_FIELDS = {
-    "invalid": "invalid",
-    "duplicate": "duplicates",
-    "late_dropped": "late_dropped",
-    "late_updated": "late_updated",
-    "window": "windows",
-    "anomaly": "anomalies",
-    "alert": "alerts",
-}
-"""Prometheus outcome label -> :class:`StreamStatus` counter."""
 
 
 def transport_window(
@@ -156,16 +153,17 @@ class StreamProcessor:
         self._detectors: list[Detector] = build_detectors(pipeline.detectors, pipeline.metrics)
         self._memory = DedupeMemory(pipeline.sink.dedupe_window)
         self.batch_limit = max(
-            1, min(pipeline.sink.max_rows, transport_window(pipeline.transport) // 2)
+            1, min(pipeline.sink.max_rows, transport_window(pipeline.transport) // 3)
         )
         self.idle_after = (
             idle_after if idle_after is not None else max(1.0, pipeline.sink.max_delay)
         )
         self._alerts: AlertManager | None = None
-        self._registry: pl.DataFrame | None = None
-        self._registry_loaded = -ENRICH_REFRESH_S
+        self._registry = DeviceRegistry(pipeline, config)
         self._run_id = uuid.uuid4().hex
         self._seq = 0
+        self._taken = 0  # messages handed to process()
+        self._writer: CommitWriter | None = None
         self._newest_event: datetime | None = None
         self._last_message = time.monotonic()
         self._stored_schema: Any = None
@@ -213,8 +211,24 @@ class StreamProcessor:
             )
             if self.pipeline.metrics_port is not None:
                 self.metrics.serve_metrics(self.pipeline.metrics_port)
+            self._writer = CommitWriter(
+                sink, transport, pipeline=self.pipeline, status=self.status, metrics=self.metrics
+            )
+            # pyarrow's first conversion of Python objects (each commit stamps its batch id)
+            # imports pandas when it is installed: 0.2 s, paid here and not by a batch.
+            pa.array([""])
+            # Start-up garbage first, then keep collections off the long-lived objects
+            # (modules, config, recovered state): a full collection over them stalled the
+            # loop for up to 200 ms, the p99 latency at 5,000 msg/s.
+            gc.collect()
+            gc.freeze()
             self._loop(transport, sink, stop, max_messages, idle_exit, on_status)
+            self._writer.drain()
         finally:
+            gc.unfreeze()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self.metrics.close()
             if own_transport and transport is not None:
                 transport.close()
@@ -235,25 +249,28 @@ class StreamProcessor:
         on_status: Callable[[StreamStatus], None] | None,
     ) -> None:
         self._last_message = time.monotonic()
+        writer = self._require_writer()
         while not stop.is_set():
+            writer.check()
             limit = self.batch_limit
             if max_messages is not None:
-                limit = min(limit, max_messages - self.status.messages)
+                limit = min(limit, max_messages - self._taken)
                 if limit <= 0:
                     break
             deliveries = self._collect(transport, stop, limit)
             if deliveries:
-                self.process(deliveries)
+                self.process(deliveries)  # the writer applies retention after the commit
                 self._last_message = time.monotonic()
             else:
                 quiet = time.monotonic() - self._last_message
                 if quiet >= self.idle_after:
                     self._advance_idle(quiet)
+                writer.drain()  # the sink is this thread's while nothing arrives
+                sink.enforce_retention(keep_after=self._needed_since())
                 if idle_exit is not None and quiet >= idle_exit:
                     break
             self.status.pending = transport.pending()
             self.metrics.set_lag(self.status.lag_s, self.status.pending)
-            sink.enforce_retention(keep_after=self._needed_since())
             if on_status is not None:
                 on_status(self.status)
 
@@ -273,9 +290,11 @@ class StreamProcessor:
     # -- one micro-batch -----------------------------------------------------------------
 
     def process(self, deliveries: Sequence[Delivery]) -> None:
-        """Decode, check, window, score, commit and ack one micro-batch."""
+        """Decode, check, window and score one micro-batch, then hand it to the writer,
+        which commits and acks it (inside :meth:`run` only)."""
         from loopline.stream.decode import decode_batch
 
+        writer = self._require_writer()
         p = self.pipeline
         started = time.time()
         self._seq += 1
@@ -303,7 +322,11 @@ class StreamProcessor:
             utc_literal(now).alias(lineage.INGESTED_AT),
         )
         checked = self._check(frame)
-        good = self._enrich(checked.data.sort(p.time_field, maintain_order=True), frame.columns)
+        good = self._registry.join(
+            checked.data.sort(p.time_field, maintain_order=True),
+            frame.columns,
+            read_sink=self._read_sink_table,
+        )
         quarantine = self._concat_quarantine(
             [
                 rejects_to_quarantine(decoded.rejects, self.sink.source, batch_id, now),
@@ -315,12 +338,9 @@ class StreamProcessor:
         alerts = (
             self._alerts.offer(anomalies) if self._alerts is not None and anomalies.height else None
         )
-        committed = self._commit(good, quarantine, windows, anomalies, batch_id)
-        self._dead_letter(quarantine)
         self._memory.remember(ids, at=time.time())
-        transport = self._transport
-        if transport is not None:
-            transport.ack(deliveries)
+        self._taken += len(deliveries)
+        self._saw(good)
         counts = {
             "invalid": len(decoded.rejects) + frame.height - good.height,
             "duplicate": duplicates,
@@ -330,7 +350,41 @@ class StreamProcessor:
             "anomaly": anomalies.height,
             "alert": 0 if alerts is None else alerts.height,
         }
-        self._account(len(deliveries), good, committed, counts)
+        writer.submit(
+            PreparedBatch(
+                good,
+                quarantine,
+                windows,
+                anomalies,
+                self._watermarks(),
+                batch_id,
+                deliveries=deliveries,
+                counts=counts,
+                keep_after=self._needed_since(),
+            )
+        )
+
+    def _require_writer(self) -> CommitWriter:
+        if self._writer is None:
+            raise StreamError(
+                "the stream processor is not running",
+                pipeline=self.name,
+                hint="micro-batches are processed inside StreamProcessor.run()",
+            )
+        return self._writer
+
+    def _saw(self, good: pl.DataFrame) -> None:
+        """Note a handed-over batch's newest event and whether it adds stored columns."""
+        if good.height == 0:
+            return
+        newest = good[self.pipeline.time_field].max()
+        if isinstance(newest, datetime) and (
+            self._newest_event is None or newest > self._newest_event
+        ):
+            self._newest_event = newest
+        stored = self._stored_schema
+        if stored is not None and not set(good.columns) <= set(stored.names):
+            self._stored_schema = None  # its commit adds columns: read them after it
 
     def _check(self, frame: pl.DataFrame) -> StageResult:
         """Contract coercion and rules around the transform steps, as batch ingestion does."""
@@ -378,63 +432,15 @@ class StreamProcessor:
 
     def _stored(self) -> Any:
         if self._stored_schema is None:
+            self._require_writer().drain()  # the columns a batch in flight adds
             self._stored_schema = self.sink.destination.table_schema(
                 self.pipeline.sink.readings_table
             )
         return self._stored_schema
 
-    def _enrich(self, good: pl.DataFrame, payload: list[str]) -> pl.DataFrame:
-        """Join the registry's columns the payload does not carry (a payload value wins)."""
-        table = self.pipeline.enrich_table
-        if table is None or good.height == 0:
-            return good
-        if time.monotonic() - self._registry_loaded >= ENRICH_REFRESH_S:
-            self._registry_loaded = time.monotonic()
-            self._registry = self._load_registry(table)
-        registry = self._registry
-        if registry is None:
-            return good
-        device = self.pipeline.device_field
-        # Validation against the stored readings may have added them as nulls: replace those.
-        extra = [c for c in registry.columns if c != device and c not in payload]
-        if not extra:
-            return good
-        base = good.drop([c for c in extra if c in good.columns])
-        return base.join(registry.select(device, *extra), on=device, how="left")
-
-    def _load_registry(self, table: str) -> pl.DataFrame | None:
-        """The device registry from the warehouse (the sink's, or the project's one when
-        the sink is the lake)."""
-        device = self.pipeline.device_field
-        try:
-            if self.pipeline.sink.kind == "warehouse":
-                frame = self.sink.read_table(table)
-            else:
-                from loopline.store.warehouse import open_warehouse
-
-                warehouse = open_warehouse(
-                    self.config.stores.warehouse_url, base_dir=self.config.project_dir
-                )
-                try:
-                    loaded = pl.from_arrow(warehouse.read_table(table))
-                finally:
-                    warehouse.close()
-                assert isinstance(loaded, pl.DataFrame)
-                frame = loaded
-        except StoreError as exc:
-            log.warning(
-                "enrichment table %r cannot be read, readings go un-enriched: %s", table, exc
-            )
-            return None
-        if device not in frame.columns:
-            log.warning("enrichment table %r has no %r column; not joined", table, device)
-            return None
-        keep = [c for c in frame.columns if not lineage.is_lineage(c)]
-        return (
-            frame.select(keep)
-            .with_columns(pl.col(device).cast(pl.String))
-            .unique(subset=[device], keep="last", maintain_order=True)
-        )
+    def _read_sink_table(self, table: str) -> pl.DataFrame:
+        self._require_writer().drain()  # the sink is read on this thread
+        return self.sink.read_table(table)
 
     def _window(self, good: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
         p = self.pipeline
@@ -492,69 +498,6 @@ class StreamProcessor:
             }
         )
 
-    def _commit(
-        self,
-        good: pl.DataFrame,
-        quarantine: pl.DataFrame,
-        windows: pl.DataFrame,
-        anomalies: pl.DataFrame,
-        batch_id: str,
-    ) -> float:
-        """Commit with retries on a lost connection; returns when it finished (epoch s)."""
-        started = time.perf_counter()
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                self.sink.commit(
-                    readings=good,
-                    quarantine=quarantine,
-                    windows=windows,
-                    anomalies=anomalies,
-                    watermarks=self._watermarks(),
-                    batch_id=batch_id,
-                    new_batch=attempt == 1,  # a lost connection may have committed it
-                    new_anomalies=True,  # scored readings passed the dedupe: none is stored
-                )
-                break
-            except TransientSinkError as exc:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.warning("commit failed (attempt %d), retrying: %s", attempt, exc)
-                time.sleep(0.5 * attempt)
-        stored = self._stored_schema
-        if good.height and stored is not None and not set(good.columns) <= set(stored.names):
-            self._stored_schema = None  # the commit added columns: read the schema again
-        seconds = time.perf_counter() - started
-        self.status.last_commit_s = seconds
-        self.metrics.observe_commit(seconds)
-        return time.time()
-
-    def _dead_letter(self, quarantine: pl.DataFrame) -> None:
-        topic = self.pipeline.dead_letter.topic
-        if topic is None or quarantine.height == 0 or self._transport is None:
-            return
-        body = quarantine.select("_rule", "_column", "_raw_value", "_record", lineage.SOURCE)
-        for line in body.write_ndjson().splitlines():
-            self._transport.publish(topic, line.encode())
-
-    def _account(
-        self, received: int, good: pl.DataFrame, committed: float, counts: dict[str, int]
-    ) -> None:
-        """Add one committed batch to the status and the Prometheus metrics."""
-        s = self.status
-        s.add_batch(received=received, stored=good.height, at=committed)
-        for outcome, n in {"received": received, "stored": good.height, **counts}.items():
-            self.metrics.count(outcome, n)
-            if name := _STATUS_FIELDS.get(outcome):
-                setattr(s, name, getattr(s, name) + n)
-        if good.height:
-            times = good[self.pipeline.time_field].dt.epoch("us").to_numpy().astype(np.float64)
-            self.metrics.latency.observe_many(committed - times / 1e6)
-            newest = good[self.pipeline.time_field].max()
-            if isinstance(newest, datetime):
-                if self._newest_event is None or newest > self._newest_event:
-                    self._newest_event = newest
-                s.lag_s = (datetime.now(UTC) - self._newest_event).total_seconds()
-
     # -- watermarks, idle streams, recovery ----------------------------------------------
 
     def _watermarks(self) -> dict[str, str | None]:
@@ -584,10 +527,18 @@ class StreamProcessor:
         windows = pl.concat(parts, how="diagonal_relaxed")
         self._seq += 1
         batch_id = lineage.batch_id(self.sink.job, f"{self._run_id}:{self._seq}")
-        readings = self._empty_readings()
-        self._commit(readings, self._no_quarantine, windows, empty_anomalies(), batch_id)
-        self.status.windows += windows.height
-        self.metrics.count("window", windows.height)
+        self._require_writer().submit(
+            PreparedBatch(
+                self._empty_readings(),
+                self._no_quarantine,
+                windows,
+                empty_anomalies(),
+                self._watermarks(),
+                batch_id,
+                counts={"window": windows.height},
+                keep_after=self._needed_since(),
+            )
+        )
 
     def _empty_readings(self) -> pl.DataFrame:
         p = self.pipeline
