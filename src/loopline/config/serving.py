@@ -114,7 +114,12 @@ class RequestLogConfig(_Spec):
         default_factory=list, description="Input fields masked in logs and the request log."
     )
     queue_size: int = Field(10_000, ge=1, description="Rows waiting to be written, at most.")
-    flush_interval: Duration = Field(1.0, gt=0)
+    flush_interval: Duration = Field(
+        0.2,
+        gt=0,
+        description="Seconds between writes. Short: each write's CPU burst is small, so it "
+        "delays the requests in flight less (p99).",
+    )
 
 
 class VariantConfig(_Spec):
