@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ __all__ = [
     "Authenticator",
     "Caller",
     "caller",
+    "credentials",
     "key_digest",
     "new_api_key",
 ]
@@ -172,10 +173,27 @@ class AccessGate:
         return who
 
 
+_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
+
+
+def credentials(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The credential headers of an ASGI scope's header list (the first of each name):
+    all :class:`Authenticator` reads, without building a ``Headers`` object per request.
+
+    >>> credentials([(b"x-api-key", b"k1"), (b"accept", b"*/*"), (b"x-api-key", b"k2")])
+    {'x-api-key': 'k1'}
+    """
+    found: dict[str, str] = {}
+    for name, value in raw:
+        if name in _CREDENTIALS:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: who calls (401 / 403 / 429 when refused); kept in
     ``request.state.caller`` for the access log."""
     gate: AccessGate = request.app.state.access
-    who = gate.check(request.scope["path"], request.headers)
+    who = gate.check(request.scope["path"], credentials(request.scope["headers"]))
     request.state.caller = who
     return who

@@ -30,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 
 from loopline.errors import ServeError
@@ -225,15 +225,16 @@ class RedisState:
             HistoryEntry(str(item), float(weight), float(ts))
             for item, weight, ts in map(orjson.loads, parsed["h"] or ())
         ]
+        # members are JSON strings already; zip / map / NumPy keep the loops in C (a
+        # snapshot holds up to window x neighbours pairs, parsed on every request)
         covisits = {
-            str(item): {str(m): float(s) for m, s in _pairs(flat or [])}
-            for item, flat in parsed["c"] or ()
+            str(item): dict(zip(flat[::2], map(float, flat[1::2]), strict=True))
+            for item, flat in ((item, flat or []) for item, flat in parsed["c"] or ())
         }
         flat = parsed["t"] or []
-        age = log_decay(now, self.half_life)
-        trending = [
-            (str(m), math.exp(float(s) - age)) for m, s in zip(flat[::2], flat[1::2], strict=True)
-        ]
+        scores = np.fromiter(map(float, flat[1::2]), dtype=np.float64, count=len(flat) // 2)
+        decayed = np.exp(scores - log_decay(now, self.half_life)).tolist()
+        trending = list(zip(flat[::2], decayed, strict=True))
         return Snapshot(history=history, covisits=covisits, trending=trending)
 
     def _async_client(self) -> tuple[Any, asyncio.AbstractEventLoop, Any, Any]:
@@ -300,8 +301,3 @@ class RedisState:
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a Redis call may wait on the network before it fails."""
-
-
-def _pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
-    """``[m1, s1, m2, s2, ...]`` (Lua returns WITHSCORES flat) -> ``[(m1, s1), ...]``."""
-    return list(zip(flat[::2], flat[1::2], strict=True))
