@@ -104,11 +104,14 @@ def _memory_processor(
 
 
 def test_memory_stream_is_stored_exactly_with_windows_anomalies_and_rejects(tmp_path: Path) -> None:
-    # Small batches, so the late readings (published last) meet an advanced watermark.
+    # Small batches, so the late readings (published 1.5 s after their event time, past the
+    # 0.5 s watermark delay) meet an advanced watermark. (With late_by equal to the 3 s
+    # duration no reading could be held back that long: late_updated then came only from
+    # out-of-order readings, and was 0 in some runs, by where the start fell in a second.)
     pipeline = _pipeline({"kind": "memory"})
     processor, transport, sink = _memory_processor(tmp_path, "mem", pipeline)
     try:
-        report = _simulate(transport)
+        report = _simulate(transport, late_by=1.5)
         status = _run(processor)
         t = _tables(sink)
     finally:
@@ -119,6 +122,7 @@ def test_memory_stream_is_stored_exactly_with_windows_anomalies_and_rejects(tmp_
     assert readings["msg_id"].n_unique() == report.valid
     assert status.duplicates == report.duplicates
     assert status.stored == report.valid
+    assert report.late > 0
     assert status.late_updated > 0  # late readings re-opened their windows
     # Malformed payloads quarantined with the decoder's reasons.
     decode = t["quarantine"].filter(pl.col("_rule").str.starts_with("decode:"))
