@@ -13,8 +13,10 @@ import polars as pl
 import pytest
 
 from loopline.config import LooplineConfig
+from loopline.config.stores import StoresConfig
 from loopline.config.streams import MemoryTransportConfig, StreamPipelineConfig
 from loopline.errors import SinkError
+from loopline.store.postgres_warehouse import PostgresWarehouse
 from loopline.stream.commit_writer import CommitWriter, PreparedBatch
 from loopline.stream.status import StreamMetrics, StreamStatus
 from loopline.stream.storage import StreamSink, empty_anomalies
@@ -153,3 +155,42 @@ def test_a_failed_commit_stops_the_writer_and_acks_nothing_after_it(parts: Any) 
         writer.close()
     assert log == [("commit", "b1"), ("ack", "m1")]
     assert sink.read_table("readings")["msg_id"].to_list() == ["m1"]
+
+
+@pytest.mark.services
+def test_a_lost_postgres_connection_is_reopened_and_the_batch_stored_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    broker = MemoryBroker()
+    log: list[tuple[str, str]] = []
+    transport = _LoggedTransport(log, broker)
+    transport.open()
+    for i in (1, 2):
+        transport.publish("s/d1", f"m{i}".encode())
+    config = LooplineConfig(stores=StoresConfig(warehouse_url=postgres_url), project_dir=tmp_path)
+    sink = StreamSink("w", PIPELINE, config=config)
+    status = StreamStatus(pipeline="w")
+    writer = _writer(sink, transport, status)
+    try:
+        writer.submit(_batch(transport, 1))
+        writer.drain()
+        first = sink.destination
+        pid = first.query("SELECT pg_backend_pid() AS pid").column("pid")[0].as_py()
+        killer = PostgresWarehouse(postgres_url)
+        try:
+            killer.query("SELECT pg_terminate_backend($1)", [pid])
+        finally:
+            killer.close()
+        writer.submit(_batch(transport, 2))  # the commit fails, then runs on a new connection
+        writer.drain()
+    finally:
+        writer.close()
+        sink.close()
+    assert sink.destination is not first
+    assert [entry for entry in log if entry[0] == "ack"] == [("ack", "m1"), ("ack", "m2")]
+    reader = PostgresWarehouse(postgres_url)
+    try:
+        assert sorted(reader.read_table("readings")["msg_id"].to_pylist()) == ["m1", "m2"]
+    finally:
+        reader.close()
+    assert status.stored == 2

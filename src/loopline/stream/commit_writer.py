@@ -170,7 +170,8 @@ class CommitWriter:
         self.sink.enforce_retention(keep_after=batch.keep_after)
 
     def _commit(self, batch: PreparedBatch) -> float:
-        """Commit with retries on a lost connection; returns when it finished (epoch s)."""
+        """Commit, retried on a new connection when one is lost; returns when it finished
+        (epoch s)."""
         started = time.perf_counter()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
@@ -190,6 +191,7 @@ class CommitWriter:
                     raise
                 log.warning("commit failed (attempt %d), retrying: %s", attempt, exc)
                 time.sleep(0.5 * attempt)
+                self.sink.reopen()  # the lost connection cannot run the retry
         seconds = time.perf_counter() - started
         self.status.last_commit_s = seconds
         self.metrics.observe_commit(seconds)

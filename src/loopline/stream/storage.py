@@ -127,9 +127,11 @@ class StreamSink:
         self.job = f"stream:{name}:w{worker}"
         if self.settings.kind == "lake":  # lake job names allow letters, digits, _ . - only
             self.job = re.sub(r"[^A-Za-z0-9_.-]", ".", self.job)
+        self._open: Callable[[], Destination] | None = None
         if destination is None:
             spec = DestinationConfig(kind=self.settings.kind, table=self.settings.readings_table)
-            destination = open_destination(config.stores, spec, base_dir=config.project_dir)
+            self._open = lambda: open_destination(config.stores, spec, base_dir=config.project_dir)
+            destination = self._open()
         self.destination = destination
         self._multi_table = isinstance(destination, _MultiTable)
         self._last_retention = 0.0
@@ -318,6 +320,18 @@ class StreamSink:
         if deleted:
             log.info("retention: deleted %d rows older than %s", deleted, cutoff.isoformat())
         return deleted
+
+    def reopen(self) -> None:
+        """Open the destination again (a new connection) after a lost one: a
+        :class:`TransientSinkError` means the transaction is void and the old connection
+        unusable. A destination given to the constructor is kept as it is."""
+        if self._open is None:
+            return
+        try:
+            self.destination.close()
+        except Exception as exc:  # noqa: BLE001 - the old connection is gone either way
+            log.debug("closing the lost sink connection: %s", exc)
+        self.destination = self._open()
 
     def close(self) -> None:
         self.destination.close()
