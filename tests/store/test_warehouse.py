@@ -8,12 +8,8 @@ import pytest
 
 from loopline.errors import StoreError
 from loopline.store.duckdb_warehouse import DuckDBWarehouse
-from loopline.store.warehouse import (
-    check_table_name,
-    open_warehouse,
-    quote_ident,
-    redact_url,
-)
+from loopline.store.sql_names import check_table_name, quote_ident, redact_url
+from loopline.store.warehouse import open_warehouse
 
 
 def test_relative_duckdb_path_is_under_base_dir_with_folders_created(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ import pyarrow as pa
 
 from loopline.errors import StoreError
 from loopline.store.destination import STATE_TABLE
-from loopline.store.warehouse import INCOMING, TYPE_CONFLICT_HINT, SqlWarehouse, quote_ident
+from loopline.store.sql_names import quote_ident
+from loopline.store.warehouse import INCOMING, TYPE_CONFLICT_HINT, SqlWarehouse
 
 _PROBE = "_ll_probe"
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

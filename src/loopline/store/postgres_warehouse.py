@@ -29,14 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from loopline.errors import MissingDependencyError, SinkError, StoreError
-from loopline.store.warehouse import (
-    INCOMING,
-    TYPE_CONFLICT_HINT,
-    SqlWarehouse,
-    check_table_name,
-    quote_ident,
-    redact_url,
-)
+from loopline.store.sql_names import check_table_name, quote_ident, redact_url
+from loopline.store.warehouse import INCOMING, TYPE_CONFLICT_HINT, SqlWarehouse
 
 try:
     import psycopg

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 import pyarrow as pa
@@ -39,6 +38,7 @@ from loopline.store.destination import (
     WriteMode,
     with_batch_id,
 )
+from loopline.store.sql_names import check_table_name, quote_ident, redact_url, staging_name
 
 INCOMING = "_ll_incoming"
 STATE_COLUMNS = ("job", "state", "batch_id", "updated_at")
@@ -73,49 +73,6 @@ class Warehouse(Destination, Protocol):
     ) -> int:
         """Several tables' rows of one batch, its quarantine rows and state in ONE commit."""
         ...
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier for SQL: double quotes, embedded quotes doubled.
-
-    >>> quote_ident('my "odd" table')
-    '"my ""odd"" table"'
-    """
-    return '"' + name.replace('"', '""') + '"'
-
-
-def check_table_name(table: str) -> str:
-    """Return ``table`` if it can name a table, else raise :class:`StoreError`.
-
-    >>> check_table_name("orders")
-    'orders'
-    """
-    if not table or "\x00" in table:
-        raise StoreError(
-            "invalid table name",
-            table=repr(table),
-            hint="a table name must be non-empty and contain no NUL character",
-        )
-    return table
-
-
-def staging_name(table: str) -> str:
-    """The table a ``replace`` run writes into before :meth:`finish_replace` swaps it in."""
-    return f"_stage_{table}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced, safe for messages and logs.
-
-    >>> redact_url("postgresql://bob:s3cret@db:5432/x")
-    'postgresql://bob:***@db:5432/x'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_warehouse(url: str, *, base_dir: Path) -> SqlWarehouse:

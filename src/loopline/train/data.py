@@ -127,7 +127,8 @@ def content_hash(table: pa.Table) -> str:
 
 
 def _read_table(config: LooplineConfig, name: str) -> pa.Table:
-    from loopline.store.warehouse import open_warehouse, redact_url
+    from loopline.store.sql_names import redact_url
+    from loopline.store.warehouse import open_warehouse
 
     warehouse = open_warehouse(config.stores.warehouse_url, base_dir=config.project_dir)
     try:

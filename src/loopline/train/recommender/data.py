@@ -207,7 +207,8 @@ def read_interactions(
 ) -> tuple[Interactions, dict[str, Any]]:
     """The job's positive interactions from the warehouse, and their lineage (source, rows
     read, rows kept, content hash)."""
-    from loopline.store.warehouse import open_warehouse, quote_ident
+    from loopline.store.sql_names import quote_ident
+    from loopline.store.warehouse import open_warehouse
     from loopline.train.data import content_hash
 
     columns = [job.user, job.item, job.time] + ([job.rating] if job.rating else [])
