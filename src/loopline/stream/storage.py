@@ -41,9 +41,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -55,6 +55,7 @@ from loopline.errors import SinkError, StreamError, TransientSinkError
 from loopline.ingest.quarantine import QUARANTINE_SCHEMA, empty_quarantine
 from loopline.store.destination import QUARANTINE_TABLE, STATE_TABLE, Destination, TableWrite
 from loopline.store.factory import open_destination
+from loopline.store.warehouse import SqlWarehouse
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +72,6 @@ ANOMALY_SCHEMA: dict[str, pl.DataType] = {
 WINDOW_KEY = ("window", "window_start", "metric")
 ANOMALY_KEY = ("msg_id", "metric", "detector")
 TOPIC = "_topic"
-
-
-@runtime_checkable
-class _MultiTable(Protocol):
-    """A destination that commits several tables in one transaction (the warehouse)."""
-
-    def commit_tables(
-        self,
-        writes: Sequence[TableWrite],
-        *,
-        quarantine: pa.Table | None,
-        job: str,
-        batch_id: str,
-        state: dict[str, Any] | None,
-        new_batch: bool = False,
-    ) -> int: ...
 
 
 class _Ranged(Protocol):
@@ -133,7 +118,6 @@ class StreamSink:
             self._open = lambda: open_destination(config.stores, spec, base_dir=config.project_dir)
             destination = self._open()
         self.destination = destination
-        self._multi_table = isinstance(destination, _MultiTable)
         self._last_retention = 0.0
         self._written: set[str] = set()  # tables this sink has committed to
 
@@ -219,7 +203,7 @@ class StreamSink:
             anomalies_part = _arrow(anomalies.with_columns(stamp))
             anomaly_key = (lineage.SOURCE, *ANOMALY_KEY)
             mode: Literal["append", "merge"] = "merge"
-            if new_anomalies and self._multi_table:
+            if new_anomalies and isinstance(self.destination, SqlWarehouse):
                 mode = "append"
             parts.append(
                 TableWrite(self.settings.anomalies_table, anomalies_part, mode, anomaly_key)
@@ -229,11 +213,11 @@ class StreamSink:
         tables = {part.table for part in parts} | {STATE_TABLE}
         if rejected is not None:
             tables.add(QUARANTINE_TABLE)
-        if self._multi_table:
-            commit_tables = self.destination.commit_tables  # type: ignore[attr-defined]
+        warehouse = self.destination
+        if isinstance(warehouse, SqlWarehouse):  # one transaction for every table
             self._first_write_retried(
                 tables,
-                lambda: commit_tables(
+                lambda: warehouse.commit_tables(
                     parts,
                     quarantine=rejected,
                     job=self.job,
